@@ -1,0 +1,52 @@
+# W2S denoising harness. `make help` lists the targets; variables go on the command line:
+#   make train DATA=../shared/data/w2s-8bit EPOCHS=30 DEVICE=cpu
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+TORCH    ?= torch==2.13.0
+DATA     ?=
+CONFIG   ?= $(if $(DATA),,configs/demo.yaml)
+EPOCHS   ?=
+DEVICE   ?=
+RESUME   ?=
+ARGS     ?=
+MODEL    ?=
+TEST_ARGS ?=
+MLFLOW_PORT ?= 5000
+
+TRAIN_FLAGS = $(if $(RESUME),,$(if $(CONFIG),--config $(CONFIG))) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+              $(if $(DEVICE),--device $(DEVICE)) $(if $(RESUME),--resume $(RESUME)) $(ARGS)
+
+.PHONY: help install train test test-fast mlflow-ui clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@echo "Variables: DATA=dir CONFIG=file EPOCHS=n DEVICE=auto|cpu|cuda RESUME=runs/latest ARGS='--lr 1e-3 ...'"
+
+install: $(VENV)/.installed ## Create .venv with pinned torch and the project (idempotent)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+train: install ## Train a U-Net (default: embedded synthetic demo data, ~2 min on CPU)
+	$(BIN)/w2s train $(TRAIN_FLAGS)
+
+test: install ## Run every test, slow ones included (what CI runs)
+	$(BIN)/python -m pytest $(TEST_ARGS)
+
+test-fast: install ## Run the fast tests only (skips those marked slow)
+	$(BIN)/python -m pytest -m "not slow" $(TEST_ARGS)
+
+mlflow-ui: install ## Serve the local tracking store (mlflow.db) on http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+clean: ## Remove caches and the demo data (keeps runs/ and mlflow.db)
+	rm -rf .pytest_cache data/demo-w2s build *.egg-info
+	find . -name __pycache__ -prune -exec rm -rf {} +

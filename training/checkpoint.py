@@ -1,0 +1,86 @@
+"""One checkpoint file: weights, config, normalization, data identity and code version.
+
+Saved with plain tensors and Python builtins only, so it loads with `torch.load(weights_only=True)`:
+a checkpoint from the internet cannot run code on the machine that opens it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.config import TrainConfig
+from training.data.normalization import Normalization
+from training.errors import UserError
+from training.io import atomic_path
+from training.model import UNet
+
+FORMAT = "w2s-checkpoint/1"
+
+
+@dataclass
+class LoadedModel:
+    model: UNet
+    config: TrainConfig
+    normalization: Normalization
+    checkpoint: dict[str, Any]
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact, never a torn file."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **payload}, tmp)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a loadable w2s checkpoint ({first})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise UserError(f"{path}: not a w2s checkpoint (missing format '{FORMAT}')")
+    return checkpoint
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the trained U-Net and its normalization from a checkpoint, ready for inference."""
+    checkpoint = read_checkpoint(path)
+    config = TrainConfig.from_dict(checkpoint["config"], source=str(path))
+    model = UNet(config.model)
+    try:
+        model.load_state_dict(checkpoint["model_state"])
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not fit the model config ({str(exc).splitlines()[0]})") from None
+    model.to(device).eval()
+    return LoadedModel(model, config, Normalization.from_dict(checkpoint["normalization"]), checkpoint)
+
+
+def code_version() -> str:
+    """Git commit of the code that trained the model (with -dirty for uncommitted changes), else the version."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return "w2s-denoise " + version("w2s-denoise")
+        except PackageNotFoundError:
+            return "unknown"
+
+
+__all__ = ["FORMAT", "LoadedModel", "code_version", "load_model", "read_checkpoint", "save_checkpoint"]

@@ -1,0 +1,215 @@
+"""The four on-disk layouts a dataset can come in, reduced to one list of (noisy, clean) 2-D image pairs.
+
+1. `8bit`:       ROOT/{train,test}/avg{N}/FFF_c.png         (W2S's 8-bit release; ROOT may also hold data/)
+2. `normalized`: ROOT/normalized/avg{N}/FFF_c.npy          (W2S's z-scored release)
+3. `raw`:        ROOT/ImageFFF/wf_channel{c}.npy           (400 x 512 x 512 uint16 frame stacks)
+4. `paired`:     ROOT/inputs/NAME.tif + ROOT/targets/NAME.tif (any dataset; stacks are split into 2-D slices)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from training.errors import UserError
+from training.io import check_finite, read_image
+
+W2S_NAME = re.compile(r"^(\d{3})_(\d+)$")
+RAW_DIR = re.compile(r"^Image(\d{3})$")
+RAW_STACK = re.compile(r"^wf_channel(\d+)\.npy$")
+TARGET_LEVEL = "avg400"
+
+
+@dataclass(frozen=True)
+class PairSource:
+    """Where one (noisy, clean) pair lives on disk, before any pixel is read."""
+
+    name: str  # unique, e.g. "071_2" or "cellA[3]"
+    group: str  # unit of splitting: the FOV ("071") or, for the paired layout, the file stem
+    fov: int | None
+    input_path: Path
+    target_path: Path
+    slice_index: int | None = None  # index into the flattened leading axes of a paired stack
+
+
+@dataclass
+class ImagePair:
+    """A loaded pair of 2-D images in their original units (arrays may be memory-mapped)."""
+
+    source: PairSource
+    noisy: np.ndarray
+    clean: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+
+def detect_layout(root: Path) -> str:
+    """Guess the layout from the folder structure; `--layout` overrides."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: data directory not found")
+    if (root / "inputs").is_dir() and (root / "targets").is_dir():
+        return "paired"
+    if _eight_bit_root(root) is not None:
+        return "8bit"
+    if (root / "normalized").is_dir() or (root / TARGET_LEVEL).is_dir() and any((root / TARGET_LEVEL).glob("*.npy")):
+        return "normalized"
+    if any(RAW_DIR.match(p.name) for p in root.iterdir() if p.is_dir()):
+        return "raw"
+    if not any(root.iterdir()):
+        raise UserError(f"{root}: data directory is empty")
+    raise UserError(
+        f"{root}: unknown data layout (expected {{train,test}}/avgN/*.png, normalized/avgN/*.npy, "
+        "ImageFFF/wf_channelC.npy, or inputs/ + targets/)"
+    )
+
+
+def discover_pairs(root: str | Path, layout: str, noise_level: str, cache_dir: str = "") -> tuple[str, list[PairSource]]:
+    """List every pair in `root` for the given noise level; returns (resolved layout, pairs sorted by name)."""
+    root = Path(root)
+    if layout == "auto":
+        layout = detect_layout(root)
+    elif not root.is_dir():
+        raise UserError(f"{root}: data directory not found")
+    finder = {"8bit": _eight_bit_pairs, "normalized": _normalized_pairs, "paired": _paired_pairs}.get(layout)
+    if layout == "raw":
+        from training.data.raw import raw_pairs
+
+        pairs = raw_pairs(root, noise_level, cache_dir)
+    elif finder is None:
+        raise UserError(f"unknown layout '{layout}'")
+    else:
+        pairs = finder(root, noise_level)
+    if not pairs:
+        raise UserError(f"{root}: no image pairs found for layout '{layout}' and noise level '{noise_level}'")
+    return layout, sorted(pairs, key=lambda p: (p.group, -1 if p.slice_index is None else p.slice_index, p.name))
+
+
+def load_pairs(sources: list[PairSource], check: bool = True) -> list[ImagePair]:
+    """Read pixels (NPY memory-mapped, the rest into memory); refuse NaN/Inf and mismatched shapes."""
+    cache: dict[Path, np.ndarray] = {}
+    pairs = []
+    for src in sources:
+        noisy = _read_2d(src.input_path, src.slice_index, cache)
+        clean = _read_2d(src.target_path, src.slice_index, cache)
+        if noisy.shape != clean.shape:
+            raise UserError(f"{src.input_path}: shape {noisy.shape} does not match target {src.target_path} {clean.shape}")
+        if check:
+            check_finite(noisy, src.input_path)
+            check_finite(clean, src.target_path)
+        pairs.append(ImagePair(src, noisy, clean))
+    return pairs
+
+
+def fingerprint(sources: list[PairSource]) -> str:
+    """A short hash of the file names, sizes and modification times behind a dataset, logged as a tag."""
+    digest = hashlib.sha256()
+    seen: set[Path] = set()
+    for src in sources:
+        for path in (src.input_path, src.target_path):
+            if path in seen:
+                continue
+            seen.add(path)
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
+def _read_2d(path: Path, slice_index: int | None, cache: dict[Path, np.ndarray]) -> np.ndarray:
+    if path not in cache:
+        array = read_image(path, mmap=True)
+        if array.ndim == 3 and path.suffix.lower() == ".png" and array.shape[-1] in (3, 4):
+            array = array[..., 0]  # a grayscale image saved as RGB(A): all channels are equal
+        if len(cache) >= 2:  # keep the current input and target stack: slices of one stack are consecutive
+            cache.pop(next(iter(cache)))
+        cache[path] = array
+    array = cache[path]
+    if slice_index is None:
+        if array.ndim != 2:
+            raise UserError(f"{path}: expected a 2-D image, got shape {array.shape}")
+        return array
+    return array.reshape(-1, *array.shape[-2:])[slice_index]
+
+
+def _eight_bit_root(root: Path) -> Path | None:
+    for candidate in (root, root / "data"):
+        if any((candidate / split / TARGET_LEVEL).is_dir() for split in ("train", "test")):
+            return candidate
+    return None
+
+
+def _w2s_pairs(input_dir: Path, target_dir: Path, suffix: str) -> list[PairSource]:
+    if not input_dir.is_dir():
+        return []
+    pairs = []
+    for path in sorted(input_dir.glob(f"*{suffix}")):
+        match = W2S_NAME.match(path.stem)
+        if not match:
+            continue
+        target = target_dir / path.name
+        if not target.is_file():
+            raise UserError(f"{path}: no matching target {target}")
+        fov = int(match.group(1))
+        pairs.append(PairSource(path.stem, f"{fov:03d}", fov, path, target))
+    return pairs
+
+
+def _eight_bit_pairs(root: Path, noise_level: str) -> list[PairSource]:
+    base = _eight_bit_root(root)
+    if base is None:
+        raise UserError(f"{root}: not an 8-bit W2S layout (no train/{TARGET_LEVEL} or test/{TARGET_LEVEL})")
+    pairs = []
+    for split in ("train", "test"):
+        pairs += _w2s_pairs(base / split / noise_level, base / split / TARGET_LEVEL, ".png")
+    return pairs
+
+
+def _normalized_pairs(root: Path, noise_level: str) -> list[PairSource]:
+    base = root / "normalized" if (root / "normalized").is_dir() else root
+    return _w2s_pairs(base / noise_level, base / TARGET_LEVEL, ".npy")
+
+
+def _paired_pairs(root: Path, noise_level: str) -> list[PairSource]:
+    """Generic layout: inputs/X.tif matched to targets/X.tif by file name; stacks become 2-D slices."""
+    suffixes = {".tif", ".tiff"}
+    inputs = {p.stem: p for p in sorted((root / "inputs").iterdir()) if p.suffix.lower() in suffixes}
+    targets = {p.stem: p for p in sorted((root / "targets").iterdir()) if p.suffix.lower() in suffixes}
+    unmatched = sorted(set(inputs) ^ set(targets))
+    if unmatched:
+        name = unmatched[0]
+        side = "inputs" if name in inputs else "targets"
+        other = "targets" if side == "inputs" else "inputs"
+        path = inputs.get(name) or targets[name]
+        raise UserError(f"{path}: no file named '{name}' in {root / other} ({len(unmatched)} unmatched in {side}/{other})")
+    pairs = []
+    import tifffile
+
+    for stem, in_path in inputs.items():
+        shape = _tiff_shape(in_path, tifffile)
+        target_shape = _tiff_shape(targets[stem], tifffile)
+        if shape != target_shape:
+            raise UserError(f"{in_path}: shape {shape} does not match target {targets[stem]} {target_shape}")
+        if len(shape) < 2:
+            raise UserError(f"{in_path}: expected an image with at least 2 axes, got shape {shape}")
+        n_slices = int(np.prod(shape[:-2])) if len(shape) > 2 else 0
+        if n_slices == 0:
+            pairs.append(PairSource(stem, stem, None, in_path, targets[stem]))
+        else:
+            pairs += [PairSource(f"{stem}[{i}]", stem, None, in_path, targets[stem], i) for i in range(n_slices)]
+    return pairs
+
+
+def _tiff_shape(path: Path, tifffile) -> tuple[int, ...]:
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: file is empty")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tuple(tif.series[0].shape)
+    except Exception as exc:
+        raise UserError(f"{path}: cannot read TIFF ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,92 @@
+"""Reading images (TIFF, PNG, NPY) and writing files atomically.
+
+Every reader returns a numpy array and raises `UserError` naming the file when it cannot; every writer
+writes to a temporary name beside the target and renames, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import tifffile
+
+from training.errors import UserError
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+
+
+def read_image(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
+    """Read a TIFF, PNG or NPY image as an array of at least two dimensions (last two are Y, X)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: file is empty")
+    try:
+        if suffix in (".tif", ".tiff"):
+            array = tifffile.imread(path)
+        elif suffix == ".png":
+            from skimage.io import imread
+
+            array = imread(path)
+        elif suffix == ".npy":
+            array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        else:
+            raise UserError(f"{path}: unsupported image format '{suffix}' (use {', '.join(IMAGE_SUFFIXES)})")
+    except UserError:
+        raise
+    except Exception as exc:  # every decoder has its own exception types; all mean "unreadable"
+        raise UserError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    array = np.asarray(array) if not isinstance(array, np.memmap) else array
+    if array.ndim < 2 or min(array.shape) == 0:
+        raise UserError(f"{path}: expected an image with at least 2 non-empty axes, got shape {array.shape}")
+    if array.dtype.kind not in "uif":
+        raise UserError(f"{path}: unsupported pixel type {array.dtype} (need integer or float)")
+    return array
+
+
+def check_finite(array: np.ndarray, path: str | os.PathLike) -> None:
+    """Refuse NaN/Inf: silently training on them poisons every later step (the original W2S code hit this)."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise UserError(f"{path}: contains {bad} NaN/Inf value(s)")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it onto `path`, on failure delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_tiff(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a float32 TIFF with a resolution unit (Grand Challenge's panimg rejects unit NONE)."""
+    with atomic_path(path) as tmp:
+        with tifffile.TiffWriter(tmp) as writer:
+            writer.write(np.ascontiguousarray(array, dtype=np.float32), resolution=(1.0, 1.0), resolutionunit=2)
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)

@@ -1,0 +1,82 @@
+"""A configurable 2-D U-Net for image-to-image denoising."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.config import UNetConfig
+
+
+def _conv_block(in_ch: int, out_ch: int, batch_norm: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for channels_in in (in_ch, out_ch):
+        layers.append(nn.Conv2d(channels_in, out_ch, 3, padding=1, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out_ch))
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class _Up(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, mode: str):
+        super().__init__()
+        if mode == "transpose":
+            self.up = nn.ConvTranspose2d(in_ch, out_ch, 2, stride=2)
+        else:
+            self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                                    nn.Conv2d(in_ch, out_ch, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(x)
+
+
+class UNet(nn.Module):
+    """Encoder-decoder with skip connections; `residual=True` predicts a correction added to the input.
+
+    Any input size works: the image is reflect-padded to a multiple of 2**depth and cropped back.
+    """
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = config
+        widths = [config.base_channels * 2**level for level in range(config.depth + 1)]
+        self.encoders = nn.ModuleList()
+        channels = config.in_channels
+        for width in widths[:-1]:
+            self.encoders.append(_conv_block(channels, width, config.batch_norm))
+            channels = width
+        self.bottleneck = _conv_block(widths[-2], widths[-1], config.batch_norm)
+        self.ups = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for width in reversed(widths[:-1]):
+            self.ups.append(_Up(width * 2, width, config.upsample))
+            self.decoders.append(_conv_block(width * 2, width, config.batch_norm))
+        self.head = nn.Conv2d(widths[0], config.out_channels, 1)
+
+    @property
+    def multiple(self) -> int:
+        return 2**self.config.depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
+        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > max(pad_h, pad_w) else "replicate") if pad_h or pad_w else x
+        skips = []
+        out = padded
+        for encoder in self.encoders:
+            out = encoder(out)
+            skips.append(out)
+            out = F.max_pool2d(out, 2)
+        out = self.bottleneck(out)
+        for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips)):
+            out = decoder(torch.cat([up(out), skip], dim=1))
+        out = self.head(out)
+        if self.config.residual:
+            out = out + padded
+        return out[..., :height, :width]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

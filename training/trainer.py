@@ -1,0 +1,329 @@
+"""The training loop: data -> patches -> U-Net -> validation -> checkpoints and an MLflow run."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.checkpoint import code_version, read_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.data.layouts import ImagePair, discover_pairs, fingerprint, load_pairs
+from training.data.normalization import Normalization, fit_normalization
+from training.data.sampler import PatchSampler
+from training.data.split import Split, split_by_fov
+from training.data.synthetic import ensure_synthetic_w2s
+from training.errors import UserError
+from training.io import write_text
+from training.metrics import psnr, scale_invariant_psnr, ssim
+from training.model import UNet, count_parameters
+from training.predict import predict_image, select_device
+from training.tracking import resolve_tracking_uri, start_run
+from training.visualize import display_range, loss_curve_png, panel
+
+DEMO_DATA_DIR = Path("data") / "demo-w2s"
+PANEL_IMAGES = 3
+
+
+@dataclass
+class PreparedData:
+    root: Path
+    layout: str
+    split: Split
+    train: list[ImagePair]
+    val: list[ImagePair]
+    fingerprint: str
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    run_id: str
+    tracking_uri: str
+    best_epoch: int
+    best_metrics: dict[str, float]
+    noisy_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def prepare_data(config: TrainConfig) -> PreparedData:
+    """Find, split and load the pairs; every data problem surfaces here, before anything is written."""
+    root = Path(config.data) if config.data else ensure_synthetic_w2s(DEMO_DATA_DIR)
+    layout, sources = discover_pairs(root, config.layout, config.noise_level, config.cache_dir)
+    split = split_by_fov(sources, config.val_fovs, config.test_fovs)
+    if not split.train:
+        raise UserError(f"{root}: no training images left after holding out val FOVs {config.val_fovs} "
+                        f"and test FOVs {config.test_fovs}")
+    if not split.val:
+        raise UserError(f"{root}: no validation images (val FOVs {config.val_fovs} match no file)")
+    val_sources = split.val[: config.val_max_images] if config.val_max_images else split.val
+    train = load_pairs(split.train)
+    val = load_pairs(val_sources)
+    return PreparedData(root, layout, split, train, val, fingerprint(sources))
+
+
+def train(config: TrainConfig, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
+    """Train a U-Net as `config` says; with `resume`, continue the run whose last checkpoint is given."""
+    state = None
+    if resume:
+        state = read_checkpoint(_last_checkpoint_path(resume))
+        if "optimizer" not in state:
+            raise UserError(f"{resume}: checkpoint holds no training state to resume from (use last.pt)")
+        if config.model != TrainConfig.from_dict(state["config"]).model:
+            raise UserError(f"{resume}: checkpoint was trained with another model config ({state['config']['model']})")
+    config.validate()
+    data = prepare_data(config)
+    target_norm = config.target_normalization
+    if target_norm == "auto":
+        target_norm = "own" if data.layout == "8bit" else "input"
+    normalization = fit_normalization(config.normalization, config.percentiles, target_norm,
+                                      [img for p in data.train for img in (p.noisy, p.clean)])
+    if state is not None:
+        normalization = Normalization.from_dict(state["normalization"])
+        if state["data_fingerprint"] != data.fingerprint:
+            raise UserError(f"{resume}: the data in {data.root} changed since this run started "
+                            f"(fingerprint {data.fingerprint} != {state['data_fingerprint']})")
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = select_device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"invalid config value device={config.device!r}: CUDA is not available on this machine")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = UNet(config.model).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_fn = torch.nn.L1Loss() if config.loss == "l1" else torch.nn.MSELoss()
+    sampler = PatchSampler(data.train, normalization, config.patch_size, config.batch_size, config.augment, rng)
+
+    start_epoch, history, best = 0, [], {"val_psnr": -math.inf}
+    best_epoch = 0
+    if state is not None:
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        rng.bit_generator.state = state["rng"]["numpy"]
+        start_epoch, history = state["epoch"], list(state["history"])
+        best, best_epoch = dict(state["best_metrics"]), state["best_epoch"]
+        run_dir, run_id = Path(state["run_dir"]), state["mlflow_run_id"]
+    else:
+        run_dir = _new_run_dir(config)
+        run_id = None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
+    noisy_metrics = _noisy_metrics(data.val)
+    tracking_uri = resolve_tracking_uri(config.tracking_uri)
+
+    with start_run(config.tracking_uri, config.experiment, config.run_name or run_dir.name, run_id) as run:
+        run_id = run.info.run_id
+        if state is None:
+            mlflow.log_params(config.flat())
+            mlflow.log_params({"n_parameters": count_parameters(model), "n_train_images": len(data.train),
+                               "n_val_images": len(data.val), "data_root": str(data.root.resolve())})
+            mlflow.log_metrics({f"noisy_{k}": v for k, v in noisy_metrics.items()})
+            mlflow.log_artifact(str(run_dir / "config.json"))
+        mlflow.set_tags({"git_commit": code_version(), "data_layout": data.layout, "noise_level": config.noise_level,
+                         "data_fingerprint": data.fingerprint, "device": str(device), "run_dir": str(run_dir)})
+        write_text(run_dir / "mlflow_run_id", run_id)
+        write_text(Path(config.out_dir) / "latest", str(run_dir.resolve()))
+
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            train_loss, patches_per_s = _train_epoch(model, sampler, optimizer, scheduler, scaler, loss_fn, device,
+                                                     use_amp, config, epoch, progress)
+            val = validate(model, normalization, data.val, device, loss_fn)
+            record = {"epoch": epoch, "train_loss": train_loss, **val, "lr": scheduler.get_last_lr()[0],
+                      "patches_per_s": patches_per_s, **{f"noisy_{k}": v for k, v in noisy_metrics.items()}}
+            history.append(record)
+            mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch" and not k.startswith("noisy_")}, step=epoch)
+            if val["val_psnr"] > best["val_psnr"]:
+                best, best_epoch = {k: v for k, v in val.items()}, epoch
+                save_checkpoint(run_dir / "best.pt", _payload(model, config, normalization, data, run_dir, run_id,
+                                                              epoch, history, best, best_epoch))
+            save_checkpoint(run_dir / "last.pt", {
+                **_payload(model, config, normalization, data, run_dir, run_id, epoch, history, best, best_epoch),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state},
+            })
+            _log_pictures(model, normalization, data.val, device, history, epoch, config)
+            tqdm.write(f"epoch {epoch}/{config.epochs}: train_loss {train_loss:.4f}  val_psnr {val['val_psnr']:.2f} dB  "
+                       f"val_si_psnr {val['val_si_psnr']:.2f} dB  val_ssim {val['val_ssim']:.4f}  "
+                       f"(noisy {noisy_metrics['psnr']:.2f} dB)  {patches_per_s:.1f} patches/s")
+
+        mlflow.log_metrics({f"best_{k}": v for k, v in best.items()})
+        mlflow.set_tag("best_epoch", best_epoch)
+        mlflow.log_artifact(str(run_dir / "best.pt"), artifact_path="checkpoints")
+        if config.log_model:
+            _log_model(run_dir / "best.pt", config, data.val[0].noisy)
+
+    return TrainResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", run_id, tracking_uri, best_epoch, best,
+                       noisy_metrics, history)
+
+
+def _train_epoch(model, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp, config, epoch, progress):
+    model.train()
+    losses = []
+    start = time.perf_counter()
+    bar = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="step",
+               disable=not progress, leave=False, dynamic_ncols=True, mininterval=0.5 if _is_tty() else 30)
+    for step in bar:
+        x, y = sampler.sample()
+        x, y = torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(y).to(device, non_blocking=True)
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+            loss = loss_fn(model(x).float(), y)
+        if not torch.isfinite(loss):
+            raise UserError(f"training diverged at epoch {epoch} step {step} (loss {loss.item()}); lower lr={config.lr}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        losses.append(loss.item())
+        rate = (step + 1) * config.batch_size / (time.perf_counter() - start)
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", patches_s=f"{rate:.1f}")
+    return float(np.mean(losses)), config.steps_per_epoch * config.batch_size / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def validate(model: UNet, normalization: Normalization, pairs: list[ImagePair], device: torch.device,
+             loss_fn: torch.nn.Module) -> dict[str, float]:
+    """Whole-image validation: loss in normalized units, PSNR/SI-PSNR/SSIM in the target's units as the
+    challenge scores them (prediction in the input's units against the raw target)."""
+    model.eval()
+    scores: dict[str, list[float]] = {"val_loss": [], "val_psnr": [], "val_si_psnr": [], "val_ssim": []}
+    for pair in pairs:
+        prediction = predict_image(model, normalization, pair.noisy, device)
+        stats_in, stats_out = normalization.stats(pair.noisy), normalization.target_stats(pair.noisy, pair.clean)
+        predicted_n = (prediction - stats_in[0]) / stats_in[1]
+        target_n = normalization.normalize(pair.clean, stats_out)
+        scores["val_loss"].append(float(loss_fn(torch.from_numpy(predicted_n), torch.from_numpy(target_n))))
+        clean = np.asarray(pair.clean, dtype=np.float32)
+        scores["val_psnr"].append(psnr(clean, prediction))
+        scores["val_si_psnr"].append(scale_invariant_psnr(clean, prediction))
+        scores["val_ssim"].append(ssim(clean, prediction))
+    return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def _noisy_metrics(pairs: list[ImagePair]) -> dict[str, float]:
+    """The bar every model must clear: the noisy input itself scored against the target."""
+    metrics = {"psnr": [], "si_psnr": [], "ssim": []}
+    for pair in pairs:
+        clean, noisy = np.asarray(pair.clean, np.float32), np.asarray(pair.noisy, np.float32)
+        metrics["psnr"].append(psnr(clean, noisy))
+        metrics["si_psnr"].append(scale_invariant_psnr(clean, noisy))
+        metrics["ssim"].append(ssim(clean, noisy))
+    return {k: float(np.mean(v)) for k, v in metrics.items()}
+
+
+def _is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def _lr_lambda(config: TrainConfig):
+    total = config.epochs * config.steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _payload(model, config, normalization, data, run_dir, run_id, epoch, history, best, best_epoch) -> dict[str, Any]:
+    return {
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": config.to_dict(),
+        "normalization": normalization.to_dict(),
+        "noise_level": config.noise_level,
+        "data_layout": data.layout,
+        "data_root": str(data.root.resolve()),
+        "data_fingerprint": data.fingerprint,
+        "split": {name: sorted(data.split.groups(name)) for name in ("train", "val", "test")},
+        "code_version": code_version(),
+        "epoch": epoch,
+        "history": history,
+        "best_metrics": best,
+        "best_epoch": best_epoch,
+        "run_dir": str(run_dir),
+        "mlflow_run_id": run_id,
+        "saved_at": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def _log_pictures(model, normalization, pairs, device, history, epoch, config) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        curve = Path(tmp) / "loss_curve.png"
+        loss_curve_png(curve, history)
+        mlflow.log_artifact(str(curve))
+    if epoch % config.panel_every and epoch != config.epochs:
+        return
+    for pair in pairs[:PANEL_IMAGES]:
+        prediction = predict_image(model, normalization, pair.noisy, device)
+        value_range = display_range(pair.clean)
+        noisy_range = display_range(pair.noisy)
+        image = panel([pair.noisy, prediction, pair.clean], [noisy_range, noisy_range, value_range])
+        mlflow.log_image(image, artifact_file=f"panels/{pair.name}/epoch_{epoch:03d}.png")
+
+
+def _log_model(best_path: Path, config: TrainConfig, example: np.ndarray) -> None:
+    """Log the best model as an MLflow PyTorch model (with our safe checkpoint inside) and register it."""
+    from mlflow.models import infer_signature
+
+    from training.checkpoint import load_model
+
+    loaded = load_model(best_path)
+    size = min(64, *example.shape)
+    sample = Normalization.from_dict(loaded.normalization.to_dict()).normalize(np.asarray(example[:size, :size]))[None, None]
+    with torch.no_grad():
+        output = loaded.model(torch.from_numpy(sample)).numpy()
+    mlflow.pytorch.log_model(
+        loaded.model, name="model", signature=infer_signature(sample, output), input_example=sample,
+        extra_files=[str(best_path)], registered_model_name=config.registered_model or None,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+    )
+
+
+def _new_run_dir(config: TrainConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(config.out_dir) / (f"{stamp}-{config.run_name}" if config.run_name else stamp)
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def resume_config(resume: str | Path, epochs: int | None = None) -> TrainConfig:
+    """The config a run was started with (optionally with more epochs), to continue it unchanged."""
+    config = TrainConfig.from_dict(read_checkpoint(_last_checkpoint_path(resume))["config"], source=str(resume))
+    if epochs is not None:
+        config.epochs = epochs
+    return config
+
+
+def _last_checkpoint_path(resume: str | Path) -> Path:
+    path = Path(resume)
+    if path.is_file() and path.name == "latest":
+        path = Path(path.read_text().strip())
+    return path / "last.pt" if path.is_dir() else path

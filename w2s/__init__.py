@@ -1,0 +1,1 @@
+"""The `w2s` command: one click group joining the pipeline stages (training, evaluation, submission)."""

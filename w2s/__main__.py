@@ -1,0 +1,3 @@
+from w2s.cli import main
+
+main()
