@@ -113,6 +113,24 @@ def build_config(config_file: str | None, options: dict[str, Any], sets: tuple[s
     return TrainConfig.from_dict(data, source=config_file or "options").validate()
 
 
+def _register_stage_commands() -> None:
+    """Commands of later stages live in their own modules; each adds itself to the group here."""
+    import importlib
+
+    for module in ("w2s.evaluation_commands",):
+        try:
+            commands = importlib.import_module(module).COMMANDS
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        for command in commands:
+            cli.add_command(command)
+
+
+_register_stage_commands()
+
+
 def main() -> None:
     cli(prog_name="w2s")
 
