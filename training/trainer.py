@@ -280,25 +280,27 @@ def _log_pictures(model, normalization, pairs, device, history, epoch, config) -
         return
     for pair in pairs[:PANEL_IMAGES]:
         prediction = predict_image(model, normalization, pair.noisy, device)
-        value_range = display_range(pair.clean)
-        noisy_range = display_range(pair.noisy)
-        image = panel([pair.noisy, prediction, pair.clean], [noisy_range, noisy_range, value_range])
+        value_range = display_range(pair.clean)  # one range for all three, so brightness compares honestly
+        image = panel([pair.noisy, prediction, pair.clean], [value_range] * 3)
         mlflow.log_image(image, artifact_file=f"panels/{pair.name}/epoch_{epoch:03d}.png")
 
 
 def _log_model(best_path: Path, config: TrainConfig, example: np.ndarray) -> None:
-    """Log the best model as an MLflow PyTorch model (with our safe checkpoint inside) and register it."""
-    from mlflow.models import infer_signature
+    """Log the best model as an MLflow PyTorch model (with our safe checkpoint inside) and register it.
+
+    The signature takes normalized (batch, 1, height, width) float32 images of any size.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
 
     from training.checkpoint import load_model
 
     loaded = load_model(best_path)
     size = min(64, *example.shape)
-    sample = Normalization.from_dict(loaded.normalization.to_dict()).normalize(np.asarray(example[:size, :size]))[None, None]
-    with torch.no_grad():
-        output = loaded.model(torch.from_numpy(sample)).numpy()
+    sample = loaded.normalization.normalize(np.asarray(example[:size, :size]))[None, None]
+    spec = Schema([TensorSpec(np.dtype(np.float32), (-1, 1, -1, -1))])
     mlflow.pytorch.log_model(
-        loaded.model, name="model", signature=infer_signature(sample, output), input_example=sample,
+        loaded.model, name="model", signature=ModelSignature(inputs=spec, outputs=spec), input_example=sample,
         extra_files=[str(best_path)], registered_model_name=config.registered_model or None,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
     )
