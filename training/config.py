@@ -158,6 +158,11 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
     """Check a config value against its field's type; ints are accepted for floats, lists for tuples."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind is tuple and isinstance(value, (list, tuple)) and len(value) == 2 \
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         return tuple(float(v) for v in value)
@@ -181,7 +186,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as exc:
-        raise UserError(f"{path}: cannot parse config ({type(exc).__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"{path}: cannot parse config ({type(exc).__name__}: {first})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: config must be a mapping of keys to values")
     return data

@@ -59,10 +59,10 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def prepare_data(config: TrainConfig) -> PreparedData:
+def prepare_data(config: TrainConfig, progress: bool = True) -> PreparedData:
     """Find, split and load the pairs; every data problem surfaces here, before anything is written."""
-    root = Path(config.data) if config.data else ensure_synthetic_w2s(DEMO_DATA_DIR)
-    layout, sources = discover_pairs(root, config.layout, config.noise_level, config.cache_dir)
+    root = Path(config.data) if config.data else ensure_synthetic_w2s(DEMO_DATA_DIR, progress=progress)
+    layout, sources = discover_pairs(root, config.layout, config.noise_level, config.cache_dir, progress)
     split = split_by_fov(sources, config.val_fovs, config.test_fovs)
     if not split.train:
         raise UserError(f"{root}: no training images left after holding out val FOVs {config.val_fovs} "
@@ -84,8 +84,11 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
             raise UserError(f"{resume}: checkpoint holds no training state to resume from (use last.pt)")
         if config.model != TrainConfig.from_dict(state["config"]).model:
             raise UserError(f"{resume}: checkpoint was trained with another model config ({state['config']['model']})")
+        # continue where the run lives, whatever the current directory is
+        config.data = config.data or state["data_root"]
+        config.tracking_uri = state.get("tracking_uri") or config.tracking_uri
     config.validate()
-    data = prepare_data(config)
+    data = prepare_data(config, progress)
     target_norm = config.target_normalization
     if target_norm == "auto":
         target_norm = "own" if data.layout == "8bit" else "input"
@@ -143,7 +146,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
         mlflow.set_tags({"git_commit": code_version(), "data_layout": data.layout, "noise_level": config.noise_level,
                          "data_fingerprint": data.fingerprint, "device": str(device), "run_dir": str(run_dir)})
         write_text(run_dir / "mlflow_run_id", run_id)
-        write_text(Path(config.out_dir) / "latest", str(run_dir.resolve()))
+        write_text(run_dir.parent / "latest", str(run_dir))
 
         for epoch in range(start_epoch + 1, config.epochs + 1):
             train_loss, patches_per_s = _train_epoch(model, sampler, optimizer, scheduler, scaler, loss_fn, device,
@@ -267,6 +270,7 @@ def _payload(model, config, normalization, data, run_dir, run_id, epoch, history
         "best_epoch": best_epoch,
         "run_dir": str(run_dir),
         "mlflow_run_id": run_id,
+        "tracking_uri": resolve_tracking_uri(config.tracking_uri),
         "saved_at": datetime.now().isoformat(timespec="seconds"),
     }
 
@@ -313,7 +317,7 @@ def _new_run_dir(config: TrainConfig) -> Path:
     while path.exists():
         n += 1
         path = base.with_name(f"{base.name}-{n}")
-    return path
+    return path.resolve()
 
 
 def resume_config(resume: str | Path, epochs: int | None = None) -> TrainConfig:

@@ -99,15 +99,18 @@ def build_config(config_file: str | None, options: dict[str, Any], sets: tuple[s
     import yaml
 
     data: dict[str, Any] = load_config_file(config_file) if config_file else {}
-    overrides = [(TRAIN_OPTIONS[name], value) for name, value in options.items() if value is not None]
+    overrides = []
     for item in sets:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected KEY=VALUE")
-        overrides.insert(0, (key.strip(), yaml.safe_load(raw)))
+        overrides.append((key.strip(), yaml.safe_load(raw)))
+    overrides += [(TRAIN_OPTIONS[name], value) for name, value in options.items() if value is not None]
     for key, value in overrides:
         if key.startswith("model."):
-            data.setdefault("model", {})[key[len("model."):]] = value
+            if not isinstance(data.get("model"), dict):
+                data["model"] = {}
+            data["model"][key[len("model."):]] = value
         else:
             data[key] = value
     return TrainConfig.from_dict(data, source=config_file or "options").validate()

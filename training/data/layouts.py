@@ -70,7 +70,8 @@ def detect_layout(root: Path) -> str:
     )
 
 
-def discover_pairs(root: str | Path, layout: str, noise_level: str, cache_dir: str = "") -> tuple[str, list[PairSource]]:
+def discover_pairs(root: str | Path, layout: str, noise_level: str, cache_dir: str = "",
+                   progress: bool = True) -> tuple[str, list[PairSource]]:
     """List every pair in `root` for the given noise level; returns (resolved layout, pairs sorted by name)."""
     root = Path(root)
     if layout == "auto":
@@ -81,7 +82,7 @@ def discover_pairs(root: str | Path, layout: str, noise_level: str, cache_dir: s
     if layout == "raw":
         from training.data.raw import raw_pairs
 
-        pairs = raw_pairs(root, noise_level, cache_dir)
+        pairs = raw_pairs(root, noise_level, cache_dir, progress)
     elif finder is None:
         raise UserError(f"unknown layout '{layout}'")
     else:
@@ -178,6 +179,9 @@ def _normalized_pairs(root: Path, noise_level: str) -> list[PairSource]:
 def _paired_pairs(root: Path, noise_level: str) -> list[PairSource]:
     """Generic layout: inputs/X.tif matched to targets/X.tif by file name; stacks become 2-D slices."""
     suffixes = {".tif", ".tiff"}
+    for folder in ("inputs", "targets"):
+        if not (root / folder).is_dir():
+            raise UserError(f"{root}: not a paired layout (no {folder}/ folder)")
     inputs = {p.stem: p for p in sorted((root / "inputs").iterdir()) if p.suffix.lower() in suffixes}
     targets = {p.stem: p for p in sorted((root / "targets").iterdir()) if p.suffix.lower() in suffixes}
     unmatched = sorted(set(inputs) ^ set(targets))

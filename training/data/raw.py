@@ -23,7 +23,7 @@ LEVELS = (1, 2, 4, 8, 16)
 CHUNK = 16
 
 
-def raw_pairs(root: Path, noise_level: str, cache_dir: str = "") -> list[PairSource]:
+def raw_pairs(root: Path, noise_level: str, cache_dir: str = "", progress: bool = True) -> list[PairSource]:
     stacks = []
     for fov_dir in sorted(p for p in root.iterdir() if p.is_dir() and RAW_DIR.match(p.name)):
         for stack in sorted(fov_dir.glob("wf_channel*.npy")):
@@ -34,7 +34,7 @@ def raw_pairs(root: Path, noise_level: str, cache_dir: str = "") -> list[PairSou
         raise UserError(f"{root}: no ImageFFF/wf_channelC.npy stacks found")
     cache = resolve_cache_dir(root, cache_dir)
     todo = [s for s in stacks if not _is_cached(cache, *s)]
-    for fov, channel, stack in tqdm(todo, desc="averaging raw stacks (once)", unit="stack", disable=not todo):
+    for fov, channel, stack in tqdm(todo, desc="averaging raw stacks (once)", unit="stack", disable=not (todo and progress)):
         build_averages(stack, cache, fov, channel)
     return [
         PairSource(f"{fov:03d}_{channel}", f"{fov:03d}", fov, _cached(cache, fov, channel, noise_level),

@@ -36,7 +36,7 @@ class SyntheticSpec:
     seed: int = 0
 
 
-def ensure_synthetic_w2s(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
+def ensure_synthetic_w2s(root: str | Path, spec: SyntheticSpec = SyntheticSpec(), progress: bool = True) -> Path:
     """Write the dataset to `root` unless an identical one is already there; returns `root`."""
     root = Path(root)
     marker = root / "synthetic.json"
@@ -47,7 +47,7 @@ def ensure_synthetic_w2s(root: str | Path, spec: SyntheticSpec = SyntheticSpec()
             return root
     except (OSError, ValueError):
         pass
-    for fov in tqdm(spec.fovs, desc="writing synthetic W2S demo data", unit="FOV"):
+    for fov in tqdm(spec.fovs, desc="writing synthetic W2S demo data", unit="FOV", disable=not progress):
         rng = np.random.default_rng([spec.seed, fov])
         clean = fluorescence_scene(rng, spec)
         for channel in range(spec.channels):
