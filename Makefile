@@ -14,17 +14,24 @@ DEVICE   ?=
 RESUME   ?=
 ARGS     ?=
 MODEL    ?=
+SPLIT    ?=
+SORT     ?=
+EXPERIMENT ?=
 TEST_ARGS ?=
 MLFLOW_PORT ?= 5000
 
 TRAIN_FLAGS = $(if $(RESUME),,$(if $(CONFIG),--config $(CONFIG))) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
               $(if $(DEVICE),--device $(DEVICE)) $(if $(RESUME),--resume $(RESUME)) $(ARGS)
 
-.PHONY: help install train test test-fast mlflow-ui clean
+EVAL_FLAGS = --model $(or $(MODEL),runs/latest) $(if $(DATA),--data $(DATA)) $(if $(SPLIT),--split $(SPLIT)) $(ARGS)
+COMPARE_FLAGS = $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(SORT),--sort $(SORT)) $(ARGS)
+
+.PHONY: help install train evaluate compare test test-fast mlflow-ui clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 	@echo "Variables: DATA=dir CONFIG=file EPOCHS=n DEVICE=auto|cpu|cuda RESUME=runs/latest ARGS='--lr 1e-3 ...'"
+	@echo "           MODEL=checkpoint|run dir|runs:/ID/model|models:/w2s-unet@ALIAS SPLIT=test|val SORT=metric EXPERIMENT=name"
 
 install: $(VENV)/.installed ## Create .venv with pinned torch and the project (idempotent)
 
@@ -37,6 +44,12 @@ $(VENV)/.installed: pyproject.toml
 
 train: install ## Train a U-Net (default: embedded synthetic demo data, ~2 min on CPU)
 	$(BIN)/w2s train $(TRAIN_FLAGS)
+
+evaluate: install ## Score the latest run's best model on its held-out split, with baselines (MODEL= DATA= SPLIT= ARGS=)
+	$(BIN)/w2s evaluate $(EVAL_FLAGS)
+
+compare: install ## List the runs of the experiment, best test_psnr first (SORT=metric EXPERIMENT=name ARGS=)
+	$(BIN)/w2s runs $(COMPARE_FLAGS)
 
 test: install ## Run every test, slow ones included (what CI runs)
 	$(BIN)/python -m pytest $(TEST_ARGS)

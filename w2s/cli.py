@@ -117,18 +117,11 @@ def build_config(config_file: str | None, options: dict[str, Any], sets: tuple[s
 
 
 def _register_stage_commands() -> None:
-    """Commands of later stages live in their own modules; each adds itself to the group here."""
-    import importlib
+    """Commands of later stages live in their own modules; each lists its commands in `COMMANDS`."""
+    from w2s import evaluation_commands
 
-    for module in ("w2s.evaluation_commands",):
-        try:
-            commands = importlib.import_module(module).COMMANDS
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        for command in commands:
-            cli.add_command(command)
+    for command in evaluation_commands.COMMANDS:
+        cli.add_command(command)
 
 
 _register_stage_commands()

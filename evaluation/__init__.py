@@ -1,0 +1,1 @@
+"""Evaluation stage: score models, classical baselines and other tools' saved outputs on held-out W2S data."""
