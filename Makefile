@@ -63,3 +63,23 @@ mlflow-ui: install ## Serve the local tracking store (mlflow.db) on http://127.0
 clean: ## Remove caches and the demo data (keeps runs/ and mlflow.db)
 	rm -rf .pytest_cache data/demo-w2s build *.egg-info
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# ------------------------------------------------------------------------------ challenge container
+# docker when a daemon answers, else podman + buildah (apt-get install podman buildah debootstrap).
+IMAGE      ?= w2s-mdc24:latest
+BASE_IMAGE ?=
+TEST_INPUT ?= ../shared/data/challenge/input
+
+.PHONY: docker-build docker-test docker-save docker-ci
+
+docker-build: install ## Build the challenge image from MODEL=checkpoint|run dir|runs/latest|models:/w2s-unet@ALIAS
+	$(BIN)/python -m submission.build --model "$(MODEL)" --image "$(IMAGE)" $(if $(BASE_IMAGE),--base-image "$(BASE_IMAGE)") $(ARGS)
+
+docker-test: install ## Run the image as Grand Challenge does on TEST_INPUT + edge cases; check outputs, panimg
+	$(BIN)/python -m submission.docker_test --image "$(IMAGE)" --real-inputs "$(TEST_INPUT)" $(ARGS)
+
+docker-save: install ## Write dist/<name>_<date>.tar.gz of IMAGE for upload and print its size
+	$(BIN)/python -m submission.save --image "$(IMAGE)" $(ARGS)
+
+docker-ci: install ## CI: train a tiny demo model, docker-build it, docker-test it (times each step)
+	$(BIN)/python -m submission.ci --real-inputs "$(TEST_INPUT)"

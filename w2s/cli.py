@@ -118,9 +118,9 @@ def build_config(config_file: str | None, options: dict[str, Any], sets: tuple[s
 
 def _register_stage_commands() -> None:
     """Commands of later stages live in their own modules; each lists its commands in `COMMANDS`."""
-    from w2s import evaluation_commands
+    from w2s import evaluation_commands, submission_commands
 
-    for command in evaluation_commands.COMMANDS:
+    for command in evaluation_commands.COMMANDS + submission_commands.COMMANDS:
         cli.add_command(command)
 
 
