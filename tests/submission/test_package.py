@@ -71,6 +71,9 @@ def test_package_from_mlflow_run_and_registered_model_uris(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)  # MLflow's default artifact root ./mlruns
     tracking_uri = f"sqlite:///{tmp_path}/mlflow.db"
     with mlflow_uri(tracking_uri):  # and put back whatever MLflow pointed at before
+        # set_experiment: MLflow caches the active experiment id per process, and an earlier test's
+        # id need not exist in this fresh store.
+        mlflow.set_experiment("package-test")
         with mlflow.start_run() as run:
             run_id = run.info.run_id
             checkpoint = save_tiny_checkpoint(tmp_path / "best.pt", run_id=run_id)
