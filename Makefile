@@ -26,7 +26,7 @@ TRAIN_FLAGS = $(if $(RESUME),,$(if $(CONFIG),--config $(CONFIG))) $(if $(DATA),-
 EVAL_FLAGS = --model $(or $(MODEL),runs/latest) $(if $(DATA),--data $(DATA)) $(if $(SPLIT),--split $(SPLIT)) $(ARGS)
 COMPARE_FLAGS = $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(SORT),--sort $(SORT)) $(ARGS)
 
-.PHONY: help install train evaluate compare test test-fast mlflow-ui clean
+.PHONY: help install train evaluate compare test test-fast mlflow-ui clean export-bmz
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ mlflow-ui: install ## Serve the local tracking store (mlflow.db) on http://127.0
 clean: ## Remove caches and the demo data (keeps runs/ and mlflow.db)
 	rm -rf .pytest_cache data/demo-w2s build *.egg-info
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+export-bmz: install ## BioImage Model Zoo package of MODEL= to OUT= (default dist/w2s-bmz.zip), validated by its tools
+	$(BIN)/w2s export-bmz --model "$(or $(MODEL),runs/latest)" --out "$(or $(OUT),dist/w2s-bmz.zip)" $(ARGS)
 
 # ------------------------------------------------------------------------------ challenge container
 # docker when a daemon answers, else podman + buildah (apt-get install podman buildah debootstrap).

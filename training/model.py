@@ -38,9 +38,13 @@ class UNet(nn.Module):
     Any input size works: the image is reflect-padded to a multiple of 2**depth and cropped back.
     """
 
+    __jit_unused_properties__ = ["multiple"]  # TorchScript (BioImage Model Zoo export) reads the plain copies below
+
     def __init__(self, config: UNetConfig):
         super().__init__()
         self.config = config
+        self.pad_multiple: int = 2**config.depth
+        self.residual: bool = config.residual
         widths = [config.base_channels * 2**level for level in range(config.depth + 1)]
         self.encoders = nn.ModuleList()
         channels = config.in_channels
@@ -61,7 +65,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
+        pad_h, pad_w = (-height) % self.pad_multiple, (-width) % self.pad_multiple
         padded = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > max(pad_h, pad_w) else "replicate") if pad_h or pad_w else x
         skips = []
         out = padded
@@ -70,10 +74,10 @@ class UNet(nn.Module):
             skips.append(out)
             out = F.max_pool2d(out, 2)
         out = self.bottleneck(out)
-        for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips)):
-            out = decoder(torch.cat([up(out), skip], dim=1))
+        for level, (up, decoder) in enumerate(zip(self.ups, self.decoders)):  # indexed: TorchScript has no reversed()
+            out = decoder(torch.cat([up(out), skips[-1 - level]], dim=1))
         out = self.head(out)
-        if self.config.residual:
+        if self.residual:
             out = out + padded
         return out[..., :height, :width]
 

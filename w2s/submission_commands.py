@@ -29,4 +29,36 @@ def package(model: str, out_dir: str, tracking_uri: str) -> None:
     click.echo(f"packaged into {out_dir}\n{describe(manifest)}")
 
 
-COMMANDS = [package]
+@click.command("export-bmz")
+@click.option("--model", "-m", "model", required=True,
+              help="Checkpoint, run folder, runs/latest, runs:/<id>/model or models:/w2s-unet@ALIAS.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="The package to write (.zip).")
+@click.option("--author", "authors", multiple=True, help="An author's name; repeat for several "
+              "[default: w2s-denoise contributors].")
+@click.option("--license", "license_id", default="MIT", show_default=True, help="SPDX licence id of the weights.")
+@click.option("--name", default="", help="Model name [default: W2S U-Net denoiser <noise level>].")
+@click.option("--description", default="", help="One-paragraph description [default: generated].")
+@click.option("--sample", type=click.Path(dir_okay=False), default=None,
+              help="Image (TIFF/PNG/NPY) for the test input and cover, cropped to 256x256 [default: a synthetic "
+              "noisy frame].")
+@click.option("--tracking-uri", default="", help="MLflow store holding the run, for its metrics and MLflow URIs.")
+@click.option("--validate/--no-validate", default=True, show_default=True,
+              help="Run bioimageio.spec validation and bioimageio.core test-model on the written package.")
+def export_bmz(model, out, authors, license_id, name, description, sample, tracking_uri, validate) -> None:
+    """Export MODEL as a BioImage Model Zoo (bioimage.io) package for Fiji/deepImageJ, napari, ilastik, QuPath."""
+    from submission.bioimageio import export_bmz as export, validate_package
+
+    result = export(model, out, authors, license_id, name, description, sample, tracking_uri)
+    click.echo(f"wrote {result.path} ({result.bytes / 1e6:.2f} MB) in {result.seconds:.1f} s; normalization "
+               f"{result.normalization}; TorchScript vs w2s predict on the test input: max |diff| "
+               f"{result.max_test_difference:.2e}")
+    if validate:
+        click.echo("validating with bioimageio.spec and bioimageio.core test-model (~10 s)...")
+        spec_summary, test_summary = validate_package(result.path)
+        click.echo(f"bioimageio.spec: {spec_summary.status}; bioimageio.core test-model: {test_summary.status}")
+        if test_summary.status != "passed":
+            raise click.ClickException(f"{result.path}: bioimageio.core test-model {test_summary.status}:\n"
+                                       f"{test_summary.format()}")
+
+
+COMMANDS = [package, export_bmz]
