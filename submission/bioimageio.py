@@ -235,7 +235,7 @@ def _describe(loaded, source: str, image: np.ndarray, folder: Path, authors, lic
 
 
 def _test_image(sample: str | Path | None, depth: int) -> np.ndarray:
-    """The first 2-D slice of `sample`, cropped to at most one tile and to the U-Net grid; else a synthetic
+    """The first 2-D slice of `sample`, centre-cropped to at most one tile and to the U-Net grid; else a synthetic
     noisy frame from the demo data generator (uint16 counts, as the raw W2S layout has)."""
     multiple = 2**depth
     if sample is None:
@@ -254,13 +254,16 @@ def _test_image(sample: str | Path | None, depth: int) -> np.ndarray:
     if not (height and width):
         raise UserError(f"{sample}: the test image must be at least {multiple}x{multiple} pixels for this model "
                         f"(got {image.shape[0]}x{image.shape[1]})")
-    return np.asarray(image[:height, :width], dtype=np.float32)
+    top, left = (image.shape[0] - height) // 2, (image.shape[1] - width) // 2  # the centre: edges are often dark
+    return np.asarray(image[top:top + height, left:left + width], dtype=np.float32)
 
 
 def _metrics(checkpoint: dict[str, Any], tracking_uri: str) -> dict[str, float]:
     """Validation metrics stored in the checkpoint, plus the run's metrics from MLflow where it is reachable."""
     metrics = {(k if k.startswith("val_") else f"val_{k}"): float(v)
                for k, v in (checkpoint.get("best_metrics") or {}).items()}
+    history = checkpoint.get("history") or [{}]
+    metrics.update({f"val_{k}": float(v) for k, v in history[0].items() if k.startswith("noisy_")})
     run_id = checkpoint.get("mlflow_run_id")
     uri = tracking_uri or checkpoint.get("tracking_uri") or (checkpoint.get("config") or {}).get("tracking_uri") or ""
     if not run_id or not uri:
@@ -274,7 +277,7 @@ def _metrics(checkpoint: dict[str, Any], tracking_uri: str) -> dict[str, float]:
         run = MlflowClient(tracking_uri=uri).get_run(run_id)
     except (MlflowException, OSError):
         return metrics
-    metrics.update({k: float(v) for k, v in run.data.metrics.items() if k.startswith(("test_", "best_val_"))})
+    metrics.update({k: float(v) for k, v in run.data.metrics.items() if k.startswith("test_")})
     return metrics
 
 
@@ -301,8 +304,8 @@ def _readme(loaded, source: str, metrics: dict[str, float], percentile: bool) ->
     ]
     if metrics:
         lines += ["| metric | value |", "|---|---:|"] + [f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())]
-        lines += ["", "`val_*`: best epoch on the run's validation split; `test_*`: `w2s evaluate` on the held-out "
-                  "split, where it was run."]
+        lines += ["", "`val_*`: best epoch on the run's validation split (`val_noisy_*`: the noisy input itself); "
+                  "`test_*`: `w2s evaluate` on the held-out split, where it was run."]
     else:
         lines.append("No metrics were recorded with this checkpoint.")
     if percentile:

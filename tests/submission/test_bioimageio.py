@@ -76,6 +76,7 @@ def test_exported_package_validates_and_reproduces_w2s_predict(tmp_path):
     assert cover.startswith(b"\x89PNG")
 
 
+@pytest.mark.slow  # ~18 s: the non-default normalization; the default path is checked by the fast tests
 def test_meanstd_normalization_becomes_pre_and_postprocessing_and_mlflow_metrics_reach_the_readme(tmp_path):
     from mlflow import MlflowClient
 
@@ -99,6 +100,24 @@ def test_meanstd_normalization_becomes_pre_and_postprocessing_and_mlflow_metrics
     spec_summary, tested = validate_package(result.path)
     assert spec_summary.status in ("valid-format", "passed") and tested.status == "passed", tested.format()
     assert _reproduced(tested) == {"pytorch_state_dict": "passed", "torchscript": "passed"}
+
+
+@pytest.mark.slow  # ~16 s plus the shared tiny training; validates a second package end to end
+def test_a_run_trained_by_w2s_train_exports_from_its_mlflow_uri_and_validates(tmp_path, tiny_training):
+    """The trainer's own checkpoint, fetched as `runs:/<id>` from its MLflow store, as `w2s predict` takes it."""
+    run_id = tiny_training.full_run_id
+    package = tmp_path / "trained.zip"
+    result = CliRunner().invoke(cli, ["export-bmz", "--model", f"runs:/{run_id}", "--out", str(package),
+                                      "--tracking-uri", tiny_training.tracking_uri])
+    assert result.exit_code == 0, result.output
+    assert "bioimageio.core test-model: passed" in result.output
+
+    rdf = _rdf(package)
+    readme = _member(package, rdf["documentation"]["source"]).decode()
+    best = read_checkpoint(tiny_training.full_dir / "best.pt")["best_metrics"]
+    assert run_id in readme and f"| val_psnr | {best['val_psnr']:.4f} |" in readme
+    assert "| val_noisy_psnr |" in readme  # the noisy input's score, the bar the model had to clear
+    assert rdf["name"] == "W2S U-Net denoiser avg1" and rdf["authors"] == [{"name": "w2s-denoise contributors"}]
 
 
 def test_missing_model_is_one_line_exit_2(tmp_path):
