@@ -8,16 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 import yaml
 from click.testing import CliRunner
 
 from submission.bioimageio import W2S_DOI, export_bmz, validate_package
 from submission_fixtures import save_tiny_checkpoint
-from training.checkpoint import load_model, read_checkpoint, save_checkpoint
+from training.checkpoint import read_checkpoint, save_checkpoint
 from training.config import UNetConfig
 from training.model import UNet
-from training.predict import predict_stack
 from w2s.cli import cli
 
 
@@ -62,11 +62,14 @@ def test_exported_package_validates_and_reproduces_w2s_predict(tmp_path):
     assert set(rdf["weights"]) == {"torchscript", "pytorch_state_dict"}
     assert [step["id"] for step in rdf["inputs"][0]["preprocessing"]] == ["ensure_dtype"]  # percentile: baked in
 
-    # the expected output is exactly what `w2s predict` computes for the test input
+    # the expected output is exactly what `w2s predict` writes for the test input
     test_input = _npy(package, rdf["inputs"][0]["test_tensor"]["source"])
     expected = _npy(package, rdf["outputs"][0]["test_tensor"]["source"])
-    loaded = load_model(checkpoint)
-    np.testing.assert_array_equal(expected[0, 0], predict_stack(loaded.model, loaded.normalization, test_input[0, 0]))
+    np.save(tmp_path / "test_input.npy", test_input[0, 0])
+    predicted = CliRunner().invoke(cli, ["predict", str(tmp_path / "test_input.npy"), "--model", str(checkpoint),
+                                         "--out", str(tmp_path / "predicted"), "--quiet"])
+    assert predicted.exit_code == 0, predicted.output
+    np.testing.assert_array_equal(expected[0, 0], tifffile.imread(tmp_path / "predicted" / "test_input.tif"))
     assert np.abs(expected - test_input).mean() > 1e-3  # the model does something, so reproducing it means something
 
     readme = _member(package, rdf["documentation"]["source"]).decode()
