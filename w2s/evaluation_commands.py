@@ -75,7 +75,10 @@ def predict(inputs: tuple[str, ...], model_spec: str, out_dir: str, tile: int, o
         check_finite(array, path)
         output = predict_stack(loaded.model, loaded.normalization, array, tile, overlap, batch_size, torch_device,
                                not no_amp, progress=not quiet)
-        write_tiff(targets[path], output)
+        try:
+            write_tiff(targets[path], output)
+        except OSError as exc:  # a read-only or full output folder: nothing half-written stays behind
+            raise UserError(f"{targets[path]}: cannot write output ({exc.strerror or exc})") from None
     click.echo(f"wrote {len(files)} float32 TIFF file(s) to {out}")
 
 
@@ -198,19 +201,22 @@ def format_runs(table, metrics: list[str], sort: str) -> str:
 
 
 def _expand_inputs(inputs: tuple[str, ...]) -> list[Path]:
-    from training.io import IMAGE_SUFFIXES
+    """Files as given (each checked, so a broken link or a loop is named), and the image files of folders."""
+    from training.io import IMAGE_SUFFIXES, check_file
 
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            try:
+                found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            except OSError as exc:
+                raise UserError(f"{path}: cannot list folder ({exc.strerror or exc})") from None
             if not found:
                 raise UserError(f"{path}: no {', '.join(IMAGE_SUFFIXES)} images in this folder")
             files += found
-        elif not path.exists():
-            raise UserError(f"{path}: no such file")
         else:
+            check_file(path)
             files.append(path)
     return files
 
