@@ -75,12 +75,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     config = TrainConfig.from_dict(checkpoint["config"], source=str(path))
     try:
         normalization = Normalization.from_dict(checkpoint["normalization"])
-        model = UNet(config.model)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: invalid normalization in the checkpoint ({_first_line(exc)})") from None
+    model = UNet(config.model)
+    try:
         model.load_state_dict(checkpoint["model_state"])
     except (RuntimeError, TypeError, ValueError) as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
         detail = lines[1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]  # torch: "Error(s) in ...:"
-        raise UserError(f"{path}: weights or normalization do not fit the model config ({detail[:200]})") from None
+        raise UserError(f"{path}: weights do not fit the model config ({detail[:200]})") from None
     model.to(device).eval()
     return LoadedModel(model, config, normalization, checkpoint)
 

@@ -36,7 +36,7 @@ def _tiling_options(func):
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(readable=False))  # the reader names the problem
 @click.option("--model", "-m", "model_spec", required=True, help=MODEL_HELP)
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @_tiling_options

@@ -14,7 +14,6 @@ import pickle
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import pytest
 import tifffile
 
 from bad_inputs import (ERROR, OK, Case, checkpoint_cases, files_under, good_image, image_cases, npy_bytes, png_bytes,
-                        place, run_driver, tiff_bytes, write_dataset)
+                        place, run_driver, tiff_bytes, without_file_override, write_dataset)
 from training.errors import UserError
 from training.io import check_finite, read_image
 
@@ -250,68 +249,47 @@ def test_file_named_with_spaces_and_unicode_trains(tmp_path):
 # ---------------------------------------------------------------------------------------- unreadable files
 
 
-def _nobody() -> tuple[int, int]:
-    import pwd
-
-    entry = pwd.getpwnam("nobody")
-    return entry.pw_uid, entry.pw_gid
-
-
-@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX only")
 @pytest.mark.parametrize("entry", ["predict", "train-file", "train-folder", "entrypoint"])
-def test_unreadable_permission(entry):
-    """chmod 000 does not stop root (CI runs as root), so as root the command runs as `nobody`; a normal user
-    is stopped by the mode bits as they are."""
-    if os.geteuid() == 0:
-        try:
-            uid, gid = _nobody()
-        except KeyError:
-            pytest.skip("running as root and there is no 'nobody' user to drop privileges to")
+def test_unreadable_permission(tmp_path, entry):
+    """A file or folder with mode 000, read by a real process for which permission bits apply (as root, without
+    the capabilities that override them: see bad_inputs.without_file_override)."""
+    prefix_command = without_file_override()
+    if prefix_command is None:
+        pytest.skip("running as root and util-linux's setpriv is missing, so mode 000 cannot stop the reader")
+    checkpoint = tiny_checkpoint(tmp_path / "good.pt")
+    image = tmp_path / "image.tif"
+    tifffile.imwrite(image, good_image())
+    out = tmp_path / "out"
+    w2s = str(Path(sys.executable).with_name("w2s"))
+    if entry == "predict":
+        locked = image
+        command = [w2s, "predict", str(image), "--model", str(checkpoint), "--out", str(out), "--device", "cpu",
+                   "--quiet"]
+        expect, prefix = 2, "w2s: error: "
+    elif entry.startswith("train"):
+        data = write_dataset(tmp_path / "data", ".tif")
+        locked = data / "inputs" / "cell0.tif" if entry == "train-file" else data / "inputs"
+        command = [w2s, *train_args(data, out)]
+        expect, prefix = 2, "w2s: error: "
     else:
-        uid = gid = None
-    work = Path(tempfile.mkdtemp(prefix="w2s-unreadable-"))  # not under pytest's 0700 tmp root: nobody must enter
+        folder = tmp_path / "input" / "images" / "image-stack-unstructured-noise"
+        folder.mkdir(parents=True)
+        locked = folder / "case.tif"
+        shutil.copyfile(image, locked)
+        command = [sys.executable, "-m", "submission.inference", "--input", str(tmp_path / "input"), "--output",
+                   str(out), "--model-dir", str(package_dir(checkpoint, tmp_path / "model")), "--device", "cpu"]
+        expect, prefix = 1, "w2s-submission: error: "
+    os.chmod(locked, 0)
     try:
-        os.chmod(work, 0o777)
-        checkpoint = tiny_checkpoint(work / "good.pt")
-        image = work / "image.tif"
-        tifffile.imwrite(image, good_image())
-        out = work / "out"
-        if entry == "predict":
-            locked = image
-            command = [str(Path(sys.executable).with_name("w2s")), "predict", str(image), "--model", str(checkpoint),
-                       "--out", str(out), "--device", "cpu", "--quiet"]
-            expect, prefix = 2, "w2s: error: "
-        elif entry.startswith("train"):
-            data = write_dataset(work / "data", ".tif")
-            locked = data / "inputs" / "cell0.tif" if entry == "train-file" else data / "inputs"
-            command = [str(Path(sys.executable).with_name("w2s")), *train_args(data, out)]
-            expect, prefix = 2, "w2s: error: "
-        else:
-            folder = work / "input" / "images" / "image-stack-unstructured-noise"
-            folder.mkdir(parents=True)
-            locked = folder / "case.tif"
-            shutil.copyfile(image, locked)
-            command = [sys.executable, "-m", "submission.inference", "--input", str(work / "input"), "--output",
-                       str(out), "--model-dir", str(package_dir(checkpoint, work / "model")), "--device", "cpu"]
-            expect, prefix = 1, "w2s-submission: error: "
-        for path in [work, *work.rglob("*")]:
-            os.chmod(path, 0o777 if path.is_dir() else 0o666)
-        os.chmod(locked, 0)
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(work), "MPLCONFIGDIR": str(work / "mpl"),
-               "PYTHONPATH": str(REPO_ROOT)}
-        result = subprocess.run(command, capture_output=True, text=True, cwd=work, env=env, timeout=300,
-                                user=uid, group=gid, extra_groups=[] if uid is not None else None)
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        context = f"exit {result.returncode}\n{result.stderr}"
-        assert result.returncode == expect, context
-        assert len(lines) == 1 and lines[0].startswith(prefix) and str(locked) in lines[0], context
-        assert "Permission denied" in lines[0], context
-        assert not files_under(out), context
+        result = subprocess.run([*prefix_command, *command], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     finally:
-        for path in [work, *work.rglob("*")]:
-            if not path.is_symlink():
-                os.chmod(path, 0o700)
-        shutil.rmtree(work, ignore_errors=True)
+        os.chmod(locked, 0o755)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    context = f"exit {result.returncode}\n{result.stderr}"
+    assert result.returncode == expect, context
+    assert len(lines) == 1 and lines[0].startswith(prefix) and str(locked) in lines[0], context
+    assert "Permission denied" in lines[0], context
+    assert not files_under(out), context
 
 
 # ------------------------------------------------------------------------------------------------- fuzzer
