@@ -368,7 +368,7 @@ def memory_fault(engine: Engine, info: ImageInfo, work: Path, timeout: float, sl
                 return problems
             continue
         ok = run.returncode == 0 and [p.name for p in output_files(output_root)] == ["big.tif"]
-        row(f"input > memory limit", f"exit 0 under {limit / 2**20:.0f} MiB", run, ok)
+        row("input > memory limit", f"exit 0 under {limit / 2**20:.0f} MiB", run, ok)
         print(f"    input {array.nbytes / 2**20:.0f} MiB + output {array.size * 4 / 2**20:.0f} MiB; peak "
               f"{peaks['small'] / 2**20:.0f} MiB on 1 slice, {peaks['big'] / 2**20:.0f} MiB on {slices} slices "
               f"(limit {limit / 2**20:.0f} MiB)")

@@ -222,7 +222,10 @@ def process_case(path: Path, output_root: Path, loaded, device, tile: int, batch
     target = output_path_for(output_root, path)
     try:
         with tiff_writer_memmap(target, image.shape) as output:  # float32, resolution unit, temp name then rename
-            denoise(loaded, image, device, tile, batch_size, amp, out=output)
+            inputs, outputs = image.reshape(-1, *image.shape[-2:]), output.reshape(-1, *image.shape[-2:])
+            for index in range(len(inputs)):
+                denoise(loaded, inputs[index], device, tile, batch_size, amp, out=outputs[index])
+                output.flush()  # written back slice by slice: dirty pages stay reclaimable under a memory limit
             try:
                 check_finite(output, path)
             except UserError:  # raised inside the block: the temporary file is removed, nothing is written

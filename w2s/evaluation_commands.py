@@ -64,6 +64,9 @@ def predict(inputs: tuple[str, ...], model_spec: str, out_dir: str, tile: int, o
         if target.resolve() == path.resolve():
             raise UserError(f"{path}: would be overwritten by its own output; choose another --out")
         targets[path] = target
+    if len(files) > 1:  # read every input before writing any output: a bad file in the list leaves nothing behind
+        for path in tqdm(files, desc="checking inputs", unit="image", disable=quiet, dynamic_ncols=True):
+            check_finite(read_image(path, mmap=True), path)
     torch_device = _device(device)
     loaded = resolve_model(model_spec, tracking_uri, torch_device)
     bar = tqdm(files, desc="predicting", unit="image", disable=quiet or len(files) < 2, dynamic_ncols=True)

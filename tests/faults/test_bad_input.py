@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from bad_inputs import (ERROR, OK, Case, checkpoint_cases, files_under, good_image, image_cases, npy_bytes, png_bytes,
                         place, run_driver, tiff_bytes, without_file_override, write_dataset)
@@ -156,6 +157,17 @@ def driven(tmp_path_factory):
         str(work / "looped-out"), "--device", "cpu", "--quiet"], OK, str(looped / "good.tif"), "",
         [work / "looped-out"])
 
+    # several inputs, the last one bad: every input is read before any output is written, so nothing is
+    bad = next(c for c in IMAGE_CASES if c.name == "truncated.tif")
+    several = work / "several"
+    several.mkdir()
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(several / name, good_image())
+    bad.write(several / "c-truncated.tif")
+    add("predict/good-good-bad", "cli", ["predict", *(str(several / n) for n in ("a.tif", "b.tif", "c-truncated.tif")),
+        "--model", str(checkpoint), "--out", str(work / "several-out"), "--device", "cpu", "--quiet"], ERROR,
+        str(several / "c-truncated.tif"), bad.message, [work / "several-out"])
+
     results = run_driver(list(plan.values()), work)
     return plan, results, marker
 
@@ -178,7 +190,7 @@ CHECKPOINT_NAMES = ["empty.pt", "truncated.pt", "random-bytes.pt", "code-in-torc
                     "bad-normalization.pt"]
 ALL_KEYS = (_keys("predict") + _keys("entrypoint") + _keys("train") + _keys("evaluate")
             + [f"{entry}/{name}" for entry in CHECKPOINT_ENTRIES for name in CHECKPOINT_NAMES]
-            + ["predict/folder-with-symlink-loop"])
+            + ["predict/folder-with-symlink-loop", "predict/good-good-bad"])
 
 
 def check_outcome(item: dict, result: dict) -> None:
@@ -295,9 +307,9 @@ def test_unreadable_permission(tmp_path, entry):
 # ------------------------------------------------------------------------------------------------- fuzzer
 
 
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=150, deadline=None, database=None,  # no .hypothesis folder in the checkout
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 SEEDS = {".tif": tiff_bytes(good_image((3, 24, 20))), ".png": png_bytes((good_image() // 2).astype(np.uint8)),
          ".npy": npy_bytes(good_image().astype(np.float32))}
 
@@ -365,7 +377,7 @@ def test_fuzz_checkpoints(tmp_path):
 
     seed = tiny_checkpoint(tmp_path / "good.pt").read_bytes()
 
-    @settings(max_examples=60, deadline=None)
+    @settings(max_examples=60, deadline=None, database=None)
     @given(st.lists(st.tuples(st.integers(0, len(seed) - 1), st.integers(1, 255)), min_size=1, max_size=6),
            st.integers(0, len(seed)))
     def check(flips, cut):
