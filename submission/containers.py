@@ -12,6 +12,8 @@ $W2S_CONTAINER_ENGINE=docker|podman overrides the detection.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -19,7 +21,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Iterator, Sequence
 
 from training.errors import UserError
 
@@ -40,6 +42,7 @@ class RunResult:
     stderr: str
     seconds: float
     command: list[str] = field(default_factory=list)
+    peak_memory: int | None = None  # bytes, when the run had a memory limit
 
 
 @dataclass
@@ -133,7 +136,9 @@ class Engine:
         return ref
 
     def run_image(self, image: ImageInfo, mounts: Sequence[Mount], network: bool = False,
-                  timeout: float | None = None, tmpfs: Sequence[str] = ("/tmp",)) -> RunResult:
+                  timeout: float | None = None, tmpfs: Sequence[str] = ("/tmp",), memory: int = 0) -> RunResult:
+        """Run the image as a challenge job; `memory` > 0 limits its memory (bytes, no swap), as a job's
+        instance does."""
         raise NotImplementedError
 
 
@@ -163,8 +168,11 @@ class Docker(Engine):
             command += ["-v", f"{mount.host.resolve()}:{mount.container}{':ro' if mount.read_only else ''}"]
         return command + [image.ref]
 
-    def run_image(self, image, mounts, network=False, timeout=None, tmpfs=("/tmp",)):
-        return _timed(self.run_command(image, mounts, network, tmpfs), timeout)
+    def run_image(self, image, mounts, network=False, timeout=None, tmpfs=("/tmp",), memory=0):
+        command = self.run_command(image, mounts, network, tmpfs)
+        if memory:
+            command[3:3] = [f"--memory={memory}b", f"--memory-swap={memory}b"]
+        return _timed(command, timeout)
 
 
 class Podman(Engine):
@@ -225,9 +233,10 @@ class Podman(Engine):
             command += ["--mount", f"type=tmpfs,destination={path}"]
         return command + [container, "--", *image.entrypoint, *image.cmd]
 
-    def run_image(self, image, mounts, network=False, timeout=None, tmpfs=("/tmp",)):
+    def run_image(self, image, mounts, network=False, timeout=None, tmpfs=("/tmp",), memory=0):
         if os.geteuid() != 0:  # rootless: no `unshare --net` without privileges; podman run works there
             command = [*self.base_command(), "run", "--rm", "--network", "none" if not network else "bridge"]
+            command += [f"--memory={memory}b", f"--memory-swap={memory}b"] if memory else []
             command += [arg for path in tmpfs for arg in ("--tmpfs", path)]
             command += [arg for m in mounts for arg in ("-v", f"{m.host.resolve()}:{m.container}{':ro' if m.read_only else ''}")]
             return _timed(command + [image.ref], timeout)
@@ -235,11 +244,75 @@ class Podman(Engine):
         made = _run([*self.buildah(), "from", "--pull=never", "--quiet", image.ref], timeout=300)
         container = made.stdout.strip().splitlines()[-1]
         try:
-            result = _timed(self.run_command(image, container, mounts, network, tmpfs), timeout)
+            command = self.run_command(image, container, mounts, network, tmpfs)
+            if memory:  # buildah run has no --memory: run it, and so the container, inside a limited cgroup
+                with memory_cgroup(memory) as group:
+                    result = _timed(group.wrap(command), timeout)
+                    result.peak_memory = group.peak()
+            else:
+                result = _timed(command, timeout)
         finally:
             _run([*self.buildah(), "rm", container], check=False, timeout=120)
         result.seconds = time.perf_counter() - started  # container creation and removal are part of a cold start
         return result
+
+
+class MemoryGroup:
+    """A memory cgroup made for one run (cgroup v1 or v2); `wrap` makes a command join it before it starts."""
+
+    def __init__(self, path: Path, version: int):
+        self.path, self.version = path, version
+
+    def wrap(self, command: Sequence[str]) -> list[str]:
+        return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs"), *command]
+
+    def peak(self) -> int | None:
+        name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
+        try:
+            return int((self.path / name).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+_GROUP_COUNTER = itertools.count()
+
+
+@contextlib.contextmanager
+def memory_cgroup(limit: int) -> Iterator[MemoryGroup]:
+    """A child of this process's own memory cgroup, limited to `limit` bytes with no swap; removed afterwards.
+    Needs a writable cgroup file system (root, or a delegated subtree); raises UserError where there is none."""
+    own = {}
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        number, controllers, where = line.split(":", 2)
+        own[controllers] = where
+    name = f"w2s-limit-{os.getpid()}-{next(_GROUP_COUNTER)}"
+    if "memory" in own and Path("/sys/fs/cgroup/memory").is_dir():
+        path, version = Path("/sys/fs/cgroup/memory") / own["memory"].lstrip("/") / name, 1
+        files = {"memory.limit_in_bytes": limit, "memory.memsw.limit_in_bytes": limit}
+    elif "" in own and (Path("/sys/fs/cgroup") / "cgroup.controllers").is_file():
+        path, version = Path("/sys/fs/cgroup") / own[""].lstrip("/") / name, 2
+        files = {"memory.max": limit, "memory.swap.max": 0}
+    else:
+        raise UserError("no memory cgroup to limit a container run with (/proc/self/cgroup names none)")
+    try:
+        path.mkdir()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot make a memory cgroup ({exc.strerror or exc})") from None
+    try:
+        for file, value in files.items():
+            target = path / file
+            if target.exists():  # memsw / swap files exist only with swap accounting
+                target.write_text(str(value))
+        yield MemoryGroup(path, version)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot set a memory limit ({exc.strerror or exc})") from None
+    finally:
+        for _ in range(50):  # the last process may still be leaving the group
+            try:
+                path.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
 
 
 def _timed(command: list[str], timeout: float | None) -> RunResult:
@@ -278,5 +351,5 @@ def detect_engine(name: str = "") -> Engine:
     return Podman()
 
 
-__all__ = ["Docker", "Engine", "ImageInfo", "Mount", "PLATFORM", "Podman", "RunResult", "detect_engine",
-           "docker_daemon_answers"]
+__all__ = ["Docker", "Engine", "ImageInfo", "MemoryGroup", "Mount", "PLATFORM", "Podman", "RunResult", "detect_engine",
+           "docker_daemon_answers", "memory_cgroup"]

@@ -11,9 +11,12 @@ images/image-stack-<track>-noise/, an empty tmpfs /tmp, /output writable. Then:
   within 1e-4 of the reference's largest magnitude;
 - Grand Challenge's importer panimg (`panimg.convert` on the output folder) imports it.
 
-Two failure modes run in the image too: no input (non-zero exit, a clear message, no output) and an
-unreadable TIFF (non-zero exit naming the file, nothing written for it). The image config is checked first:
-User set and not root, Entrypoint set, linux/amd64, and the model checksum label equal to the local package.
+Failure modes run in the image too: no input (non-zero exit, a clear message, no output), an unreadable TIFF
+(non-zero exit naming the file, nothing written for it), two inputs in one job (both written), a TIFF the
+job's user has no permission to read, a read-only /output (a clean error before any work), and with
+--memory-slices N an input far larger than a memory limit set from the one-slice peak (it must run, tiled).
+The image config is checked first: User set and not root, Entrypoint set, linux/amd64, and the model checksum
+label equal to the local package.
 
 Timings come from the container: wall time of each run (container start to exit), the entrypoint's own
 "model ready N s after process start" (cold start) and per-case seconds.
@@ -285,6 +288,93 @@ def failure_modes(engine: Engine, info: ImageInfo, work: Path, timeout: float) -
     return problems
 
 
+def container_faults(engine: Engine, info: ImageInfo, work: Path, timeout: float, memory_slices: int = 0) -> list[str]:
+    """Two inputs in one job, a TIFF the job's user may not read, a read-only /output, and (with
+    `memory_slices`) an input larger than a memory limit; prints one row per fault: expected, observed."""
+    import tifffile
+
+    problems = []
+    rng = np.random.default_rng(1)
+
+    def image(shape, dtype=np.uint16):
+        return (100 + 300 * rng.random(shape)).astype(dtype)
+
+    def row(fault: str, expected: str, run, ok: bool, why: str = "") -> None:
+        observed = f"exit {run.returncode}: {_message(run.stderr) if run.returncode else 'ok'}"
+        print(f"  {fault:<22} expected {expected:<44} observed {observed[:150]}  {'ok' if ok else 'FAILED'}")
+        if not ok:
+            problems.append(f"{fault}: expected {expected}, observed {observed} {why}".strip())
+
+    # two inputs in one job: both are denoised, each to its own output
+    input_root, output_root = make_job(work, "fault-two-inputs")
+    cases = [Case("first.tif", "unstructured", array=image((2, 40, 48))),
+             Case("second.tif", "structured", array=image((56, 40)))]
+    for case in cases:
+        place_input(case, input_root)
+    run = run_job(engine, info, input_root, output_root, timeout)
+    written = {p.name: tifffile.imread(p) for p in output_files(output_root)}
+    ok = run.returncode == 0 and sorted(written) == ["first.tif", "second.tif"] and all(
+        written[c.name].shape == c.array.shape and written[c.name].dtype == np.float32 for c in cases)
+    row("two inputs, one job", "exit 0, two float32 outputs of their shapes", run, ok, f"outputs {sorted(written)}")
+
+    # a TIFF the job's (non-root) user cannot read
+    input_root, output_root = make_job(work, "fault-unreadable-permission")
+    locked = place_input(Case("locked.tif", "unstructured", array=image((32, 32))), input_root)
+    os.chmod(locked, 0)
+    run = run_job(engine, info, input_root, output_root, timeout)
+    ok = run.returncode != 0 and "locked.tif" in run.stderr and "Permission denied" in run.stderr \
+        and "Traceback" not in run.stderr and not output_files(output_root)
+    row("unreadable TIFF (000)", "non-zero, names locked.tif, nothing written", run, ok)
+
+    # /output mounted read-only: a clean error before any work
+    input_root, output_root = make_job(work, "fault-read-only-output")
+    place_input(Case("case.tif", "unstructured", array=image((32, 32))), input_root)
+    run = engine.run_image(info, [Mount(input_root, "/input", read_only=True), Mount(output_root, "/output", read_only=True)],
+                           network=False, timeout=timeout)
+    ok = run.returncode != 0 and "not writable" in run.stderr and "Traceback" not in run.stderr \
+        and not output_files(output_root)
+    row("read-only /output", "non-zero, 'not writable', nothing written", run, ok)
+
+    if memory_slices:
+        problems += memory_fault(engine, info, work, timeout, memory_slices, row)
+    return problems
+
+
+MEMORY_MARGIN = 16 << 20  # bytes the big run may use beyond the small run's peak
+
+
+def memory_fault(engine: Engine, info: ImageInfo, work: Path, timeout: float, slices: int, row) -> list[str]:
+    """The job's memory peak on one 256 x 256 float64 slice sets the limit (peak + MEMORY_MARGIN); a stack of
+    `slices` such slices, whose input and output alone exceed that margin many times over, must then run
+    under the limit: memory is bounded by a slice, not by the input (an OOM kill would be exit 137)."""
+    problems: list[str] = []
+    rng = np.random.default_rng(2)
+    peaks = {}
+    for name, count, limit in (("small", 1, 8 << 30), ("big", slices, None)):
+        input_root, output_root = make_job(work, f"fault-memory-{name}")
+        array = 100 + 300 * rng.random((count, 256, 256))
+        place_input(Case(f"{name}.tif", "unstructured", array=array), input_root)
+        limit = limit or peaks["small"] + MEMORY_MARGIN
+        try:
+            run = engine.run_image(info, [Mount(input_root, "/input", read_only=True), Mount(output_root, "/output")],
+                                   network=False, timeout=timeout, memory=limit)
+        except UserError as exc:
+            print(f"  memory limit           skipped: {exc}")
+            return []
+        peaks[name] = run.peak_memory or 0
+        if name == "small":
+            if run.returncode != 0 or not run.peak_memory:
+                problems.append(f"memory: the one-slice run failed or reported no peak (exit {run.returncode})")
+                return problems
+            continue
+        ok = run.returncode == 0 and [p.name for p in output_files(output_root)] == ["big.tif"]
+        row("input > memory limit", f"exit 0 under {limit / 2**20:.0f} MiB", run, ok)
+        print(f"    input {array.nbytes / 2**20:.0f} MiB + output {array.size * 4 / 2**20:.0f} MiB; peak "
+              f"{peaks['small'] / 2**20:.0f} MiB on 1 slice, {peaks['big'] / 2**20:.0f} MiB on {slices} slices "
+              f"(limit {limit / 2**20:.0f} MiB)")
+    return problems
+
+
 def _message(stderr: str) -> str:
     """The entrypoint's own error line (the engine may add its own lines after it)."""
     lines = [line for line in stderr.splitlines() if line.startswith(f"{PROG}: error:")]
@@ -295,7 +385,8 @@ def _message(stderr: str) -> str:
 
 
 def docker_test(image: str, model_dir: Path, real_inputs: Path | None, work: Path, engine_name: str = "",
-                timeout: float = RUN_TIMEOUT, generated: bool = True, report: Path | None = None) -> bool:
+                timeout: float = RUN_TIMEOUT, generated: bool = True, report: Path | None = None,
+                memory_slices: int = 0) -> bool:
     from submission.inference import verify_model_dir
 
     started = time.perf_counter()
@@ -360,6 +451,7 @@ def docker_test(image: str, model_dir: Path, real_inputs: Path | None, work: Pat
 
     print("  failure modes in the image:")
     problems += failure_modes(engine, info, work, timeout)
+    problems += container_faults(engine, info, work, timeout, memory_slices)
 
     print(f"\n  {'case':<18} {'shape':<18} {'dtype':<7} {'run s':>6} {'ready s':>7} {'case s':>7} {'rel diff':>9}  panimg")
     for r in results:
@@ -383,7 +475,7 @@ def docker_test(image: str, model_dir: Path, real_inputs: Path | None, work: Pat
         for problem in problems:
             print(f"  - {problem}")
         return False
-    print(f"\n{PROG} docker-test: all {len(results)} cases and both failure modes passed in {total:.0f} s "
+    print(f"\n{PROG} docker-test: all {len(results)} cases and every failure mode passed in {total:.0f} s "
           f"(image {info.size / 1e9:.2f} GB)")
     return True
 
@@ -400,6 +492,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=RUN_TIMEOUT, help="seconds per container run")
     parser.add_argument("--work", type=Path, default=None, help="keep the job folders here (default: a temp dir)")
     parser.add_argument("--report", type=Path, default=Path("build/submission/docker-test.json"))
+    parser.add_argument("--memory-slices", type=int, default=0,
+                        help="also run a stack of N 256x256 float64 slices under a memory limit of the one-slice peak "
+                             "+ 16 MiB (needs a writable cgroup; N=65 needs 3x that margin without tiling, and is "
+                             "4.3 Mpx of CPU inference, minutes with a full-size model, so off by default)")
     args = parser.parse_args(argv)
     root = REPO_ROOT if (REPO_ROOT / "Dockerfile").is_file() else Path.cwd()
     model_dir = args.model_dir or root / DEFAULT_MODEL_DIR
@@ -411,11 +507,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.work.mkdir(parents=True, exist_ok=True)
             work = Path(tempfile.mkdtemp(prefix="docker-test-", dir=args.work))
             ok = docker_test(args.image, model_dir, real, work, args.engine, args.timeout, not args.no_generated,
-                             args.report)
+                             args.report, args.memory_slices)
         else:
             with tempfile.TemporaryDirectory(prefix="w2s-docker-test-") as tmp:
                 ok = docker_test(args.image, model_dir, real, Path(tmp), args.engine, args.timeout,
-                                 not args.no_generated, args.report)
+                                 not args.no_generated, args.report, args.memory_slices)
     except UserError as exc:
         print(f"{PROG} docker-test: error: {exc}", file=sys.stderr)
         return 2

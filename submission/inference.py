@@ -12,7 +12,9 @@ checksums); it is verified before use, and `--self-check` runs the whole path on
 missing or corrupt model fails the image build rather than a challenge job.
 
 Bad input is reported as one line naming the file (no traceback) and the exit code is 1; the other inputs
-are still processed. Outputs are written under a temporary name and renamed (training.io.write_tiff).
+are still processed. An output folder that cannot be written fails the job before the model is loaded.
+Outputs are written under a temporary name and renamed. Memory is bounded by one slice, not by the input:
+uncompressed TIFFs are memory-mapped and the output TIFF is filled slice by slice through a memory map.
 
 Every location can be overridden, so the same code runs outside a container:
 `python -m submission.inference --input DIR --output DIR --model-dir DIR` (or W2S_INPUT_DIR, W2S_OUTPUT_DIR,
@@ -97,12 +99,12 @@ def sha256_file(path: Path) -> str:
 
 
 def find_inputs(input_root: Path) -> list[Path]:
-    """Every TIFF in `input_root/images/image-stack-*-noise/`, sorted (hidden and temporary files skipped)."""
+    """Every TIFF name in `input_root/images/image-stack-*-noise/`, sorted (hidden and temporary files skipped)."""
     found = []
     for folder in sorted(Path(input_root).glob(INPUT_DIR_PATTERN)):
         if folder.is_dir():
-            found += [p for p in folder.iterdir()
-                      if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".") and p.is_file()]
+            # not only regular files: a broken link, a loop or a folder named *.tif is reported by name, not skipped
+            found += [p for p in folder.iterdir() if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")]
     return sorted(found)
 
 
@@ -192,12 +194,13 @@ def load_packaged_model(model_dir: Path, device):
     return loaded, manifest
 
 
-def denoise(loaded, image, device, tile: int = DEFAULT_TILE, batch_size: int | None = None, amp: bool = True):
+def denoise(loaded, image, device, tile: int = DEFAULT_TILE, batch_size: int | None = None, amp: bool = True,
+            out=None):
     """The packaged model applied to a 2-D image or a stack; float32, same shape (training.predict)."""
     from training.predict import DEFAULT_BATCH_SIZE, predict_stack
 
     return predict_stack(loaded.model, loaded.normalization, image, tile=tile, overlap=None,
-                         batch_size=batch_size or DEFAULT_BATCH_SIZE, device=device, amp=amp, progress=False)
+                         batch_size=batch_size or DEFAULT_BATCH_SIZE, device=device, amp=amp, progress=False, out=out)
 
 
 # ---------------------------------------------------------------------------------------------------- run
@@ -205,30 +208,46 @@ def denoise(loaded, image, device, tile: int = DEFAULT_TILE, batch_size: int | N
 
 def process_case(path: Path, output_root: Path, loaded, device, tile: int, batch_size: int | None,
                  amp: bool) -> Path:
-    import numpy as np
-
+    """Denoise one input into its output file. Memory stays bounded by one slice and one batch of tiles: an
+    uncompressed input is memory-mapped, and the output TIFF is mapped and filled slice by slice."""
     from training.errors import UserError
-    from training.io import check_finite, read_image, write_tiff
+    from training.io import check_finite, read_image, tiff_writer_memmap
 
     try:
-        image = read_image(path)
+        image = read_image(path, mmap=True)
         check_finite(image, path)
     except UserError as exc:
         raise SubmissionError(str(exc)) from None
     started = time.perf_counter()
-    output = denoise(loaded, image, device, tile, batch_size, amp)
-    if output.shape != image.shape:  # predict_stack's contract; checked because a wrong shape fails the job
-        raise SubmissionError(f"{path}: prediction has shape {output.shape}, input {image.shape}")
-    if not np.isfinite(output).all():
-        raise SubmissionError(f"{path}: the model produced NaN/Inf values; nothing written")
     target = output_path_for(output_root, path)
     try:
-        write_tiff(target, output)  # float32, resolution unit inch, temporary name then rename
+        with tiff_writer_memmap(target, image.shape) as output:  # float32, resolution unit, temp name then rename
+            inputs, outputs = image.reshape(-1, *image.shape[-2:]), output.reshape(-1, *image.shape[-2:])
+            for index in range(len(inputs)):
+                denoise(loaded, inputs[index], device, tile, batch_size, amp, out=outputs[index])
+                output.flush()  # written back slice by slice: dirty pages stay reclaimable under a memory limit
+            try:
+                check_finite(output, path)
+            except UserError:  # raised inside the block: the temporary file is removed, nothing is written
+                raise SubmissionError(f"{path}: the model produced NaN/Inf values; nothing written") from None
     except OSError as exc:
         raise SubmissionError(f"{target}: cannot write output ({exc.strerror or exc})") from None
     log(f"case {path.name}: {tuple(image.shape)} {image.dtype} -> {target} in {time.perf_counter() - started:.3f} s "
         f"on {device.type}")
     return target
+
+
+def check_output_writable(output_root: Path) -> None:
+    """Fail before the model is loaded when /output cannot take the results (a read-only mount, no space)."""
+    import tempfile
+
+    folder = Path(output_root) / OUTPUT_SUBDIR
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=".w2s-write-check-", dir=folder):
+            pass
+    except OSError as exc:
+        raise SubmissionError(f"{folder}: output folder is not writable ({exc.strerror or exc})") from None
 
 
 def run(input_root: Path, output_root: Path, model_dir: Path, device_name: str = "auto", tile: int = DEFAULT_TILE,
@@ -239,6 +258,7 @@ def run(input_root: Path, output_root: Path, model_dir: Path, device_name: str =
     if not inputs:
         raise SubmissionError(describe_missing_inputs(input_root))
     check_unique_outputs(inputs, output_root)
+    check_output_writable(output_root)
     device = select_device(device_name)
     loaded, manifest = load_packaged_model(Path(model_dir), device)
     log(f"model ready {seconds_since_start():.2f} s after process start: run {manifest.get('run_id') or '?'}, "

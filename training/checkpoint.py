@@ -6,7 +6,10 @@ a checkpoint from the internet cannot run code on the machine that opens it.
 
 from __future__ import annotations
 
+import pickle
+import re
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from training.io import atomic_path
 from training.model import UNet
 
 FORMAT = "w2s-checkpoint/1"
+REQUIRED = {"model_state": dict, "config": dict, "normalization": dict}
 
 
 @dataclass
@@ -43,12 +47,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols; the outcome is reported below
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        found = re.search(r"unsupported GLOBAL ([^\s]+)", text, flags=re.IGNORECASE)
+        if found:  # the guard at work: the pickle names a function or class to call
+            raise UserError(f"{path}: refused: the file's pickle references code ({found.group(1).rstrip('.')}); a w2s "
+                            f"checkpoint holds only tensors and plain values (torch.load(weights_only=True))") from None
+        detail = re.search(r"(Unsupported operand \d+)", text) or re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        raise UserError(f"{path}: not a loadable w2s checkpoint: torch.load(weights_only=True) refused its pickle "
+                        f"({detail.group(1).strip() if detail else _first_line(exc)})") from None
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a loadable w2s checkpoint ({first})") from None
+        raise UserError(f"{path}: not a loadable w2s checkpoint ({_first_line(exc)})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise UserError(f"{path}: not a w2s checkpoint (missing format '{FORMAT}')")
+    for key, kind in REQUIRED.items():
+        if not isinstance(checkpoint.get(key), kind):
+            raise UserError(f"{path}: incomplete w2s checkpoint ('{key}' is missing or not a {kind.__name__})")
     return checkpoint
 
 
@@ -56,13 +73,24 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     """Rebuild the trained U-Net and its normalization from a checkpoint, ready for inference."""
     checkpoint = read_checkpoint(path)
     config = TrainConfig.from_dict(checkpoint["config"], source=str(path))
+    try:
+        normalization = Normalization.from_dict(checkpoint["normalization"])
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: invalid normalization in the checkpoint ({_first_line(exc)})") from None
     model = UNet(config.model)
     try:
         model.load_state_dict(checkpoint["model_state"])
-    except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not fit the model config ({str(exc).splitlines()[0]})") from None
+    except (RuntimeError, TypeError, ValueError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        detail = lines[1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]  # torch: "Error(s) in ...:"
+        raise UserError(f"{path}: weights do not fit the model config ({detail[:200]})") from None
     model.to(device).eval()
-    return LoadedModel(model, config, Normalization.from_dict(checkpoint["normalization"]), checkpoint)
+    return LoadedModel(model, config, normalization, checkpoint)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def code_version() -> str:

@@ -7,8 +7,12 @@ writes to a temporary name beside the target and renames, so a crash never leave
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
+import stat
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -21,28 +25,39 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 
 
 def read_image(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
-    """Read a TIFF, PNG or NPY image as an array of at least two dimensions (last two are Y, X)."""
+    """Read a TIFF, PNG or NPY image as an array of at least two dimensions (last two are Y, X).
+
+    With `mmap`, NPY files and uncompressed TIFFs are memory-mapped rather than read, so an input larger than
+    memory can be processed slice by slice; other files are read whole.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    if path.stat().st_size == 0:
+    if check_file(path).st_size == 0:
         raise UserError(f"{path}: file is empty")
     try:
-        if suffix in (".tif", ".tiff"):
-            array = tifffile.imread(path)
-        elif suffix == ".png":
-            from skimage.io import imread
+        with quiet_decoders():
+            if suffix in (".tif", ".tiff"):
+                with tifffile.TiffFile(path) as tif:
+                    check_tiff_complete(tif, path)
+                    array = _tiff_memmap(tif, path) if mmap else None
+                    if array is None:
+                        array = tif.asarray()
+            elif suffix == ".png":
+                from skimage.io import imread
 
-            array = imread(path)
-        elif suffix == ".npy":
-            array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        else:
-            raise UserError(f"{path}: unsupported image format '{suffix}' (use {', '.join(IMAGE_SUFFIXES)})")
+                array = imread(path)
+            elif suffix == ".npy":
+                array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+            else:
+                raise UserError(f"{path}: unsupported image format '{suffix}' (use {', '.join(IMAGE_SUFFIXES)})")
     except UserError:
         raise
-    except Exception as exc:  # every decoder has its own exception types; all mean "unreadable"
+    except OSError as exc:
+        if exc.strerror:  # permission denied, I/O error: say so plainly
+            raise UserError(f"{path}: cannot read ({exc.strerror})") from None
         raise UserError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # every decoder has its own exception types; all mean "unreadable"
+        raise UserError(f"{path}: cannot read image ({type(exc).__name__}: {_first_line(exc)})") from None
     array = np.asarray(array) if not isinstance(array, np.memmap) else array
     if array.ndim < 2 or min(array.shape) == 0:
         raise UserError(f"{path}: expected an image with at least 2 non-empty axes, got shape {array.shape}")
@@ -51,10 +66,99 @@ def read_image(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
     return array
 
 
-def check_finite(array: np.ndarray, path: str | os.PathLike) -> None:
-    """Refuse NaN/Inf: silently training on them poisons every later step (the original W2S code hit this)."""
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+def check_file(path: Path) -> os.stat_result:
+    """Stat `path` and name the real problem: missing, a broken link, a link loop, a folder, a pipe."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise UserError(f"{path}: broken symbolic link (target {os.readlink(path)} does not exist)") from None
+        raise UserError(f"{path}: no such file") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(f"{path}: symbolic link loop") from None
+        raise UserError(f"{path}: cannot access ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UserError(f"{path}: is a folder, not an image file")
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+        raise UserError(f"{path}: not a regular file")
+    return info
+
+
+def check_tiff_complete(tif: tifffile.TiffFile, path: Path) -> None:
+    """Refuse a TIFF whose header points past the end of the file (truncated, or a header with no data)
+    before any pixel buffer is allocated: a 20000 x 20000 header on a 4 kB file must not cost 800 MB."""
+    if not tif.series:
+        raise UserError(f"{path}: TIFF holds no image")
+    size = path.stat().st_size
+    series = tif.series[0]
+    for page in series.pages:
+        if page is None:
+            continue
+        ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts)]
+        if ends and max(ends) > size:
+            raise UserError(f"{path}: truncated: the header declares {series.dtype} pixels of shape "
+                            f"{tuple(series.shape)} up to byte {max(ends)}, but the file has {size} bytes")
+
+
+@contextlib.contextmanager
+def quiet_decoders() -> Iterator[None]:
+    """Decoders log and warn about the files they read; the caller reports the outcome as one line instead."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def tiff_shape(path: Path) -> tuple[int, ...]:
+    """The shape of a TIFF's first series, from its header alone."""
+    if check_file(path).st_size == 0:
+        raise UserError(f"{path}: file is empty")
+    try:
+        with quiet_decoders(), tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise UserError(f"{path}: TIFF holds no image")
+            return tuple(tif.series[0].shape)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"{path}: cannot read TIFF ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _tiff_memmap(tif: tifffile.TiffFile, path: Path) -> np.ndarray | None:
+    """The first series as a read-only memory map when its pixels are stored uncompressed in one block."""
+    series = tif.series[0]
+    offset = series.dataoffset
+    if offset is None or tif.filehandle.is_file is False:
+        return None
+    return np.memmap(path, dtype=series.dtype.newbyteorder(tif.byteorder), mode="r", offset=offset,
+                     shape=tuple(series.shape))
+
+
+def check_finite(array: np.ndarray, path: str | os.PathLike, block: int = 1 << 22) -> None:
+    """Refuse NaN/Inf: silently training on them poisons every later step (the original W2S code hit this).
+
+    Checked in blocks of rows, so a memory-mapped input is never loaded whole.
+    """
+    if array.dtype.kind != "f":
+        return
+    rows = array.reshape(-1, array.shape[-1])
+    step = max(1, block // max(1, rows.shape[1]))
+    bad = 0
+    for start in range(0, rows.shape[0], step):
+        chunk = np.asarray(rows[start:start + step])
+        bad += int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
+    if bad:
         raise UserError(f"{path}: contains {bad} NaN/Inf value(s)")
 
 
@@ -86,6 +190,19 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with tifffile.TiffWriter(tmp) as writer:
             writer.write(np.ascontiguousarray(array, dtype=np.float32), resolution=(1.0, 1.0), resolutionunit=2)
+
+
+@contextlib.contextmanager
+def tiff_writer_memmap(path: str | os.PathLike, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    """A float32 TIFF (with a resolution unit, as `write_tiff`) mapped into memory to be filled slice by slice,
+    so an output larger than memory never has to exist in it; atomic like every writer here."""
+    with atomic_path(path) as tmp:
+        array = tifffile.memmap(tmp, shape=tuple(shape), dtype=np.float32, resolution=(1.0, 1.0), resolutionunit=2)
+        try:
+            yield array
+            array.flush()
+        finally:
+            del array
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:

@@ -193,15 +193,19 @@ def seam_mask(shape: tuple[int, int], config: UNetConfig, tile: int = DEFAULT_TI
 
 def predict_stack(model: torch.nn.Module, normalization: Normalization, array: np.ndarray, tile: int = DEFAULT_TILE,
                   overlap: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE, device: torch.device | None = None,
-                  amp: bool = True, progress: bool = False) -> np.ndarray:
+                  amp: bool = True, progress: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """Denoise a 2-D image or a stack (leading axes are slices, the last two Y, X), slice by slice.
 
     Each slice is normalized with its own statistics, as every training image was. float32, same shape.
+    `out` (e.g. a memory-mapped output file) receives the result, so with a memory-mapped input only one slice
+    is ever held in memory.
     """
     if array.ndim < 2:
         raise UserError(f"expected an image with at least 2 axes, got shape {array.shape}")
     slices = array.reshape(-1, *array.shape[-2:])
-    output = np.empty(slices.shape, dtype=np.float32)
+    if out is not None and (out.shape != array.shape or out.dtype != np.float32):
+        raise ValueError(f"out must be float32 of shape {array.shape}, got {out.dtype} {out.shape}")
+    output = np.empty(slices.shape, dtype=np.float32) if out is None else out.reshape(slices.shape)
     indices = range(len(slices))
     if progress and len(slices) > 1:
         from tqdm import tqdm

@@ -36,7 +36,7 @@ def _tiling_options(func):
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(readable=False))  # the reader names the problem
 @click.option("--model", "-m", "model_spec", required=True, help=MODEL_HELP)
 @click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @_tiling_options
@@ -64,6 +64,9 @@ def predict(inputs: tuple[str, ...], model_spec: str, out_dir: str, tile: int, o
         if target.resolve() == path.resolve():
             raise UserError(f"{path}: would be overwritten by its own output; choose another --out")
         targets[path] = target
+    if len(files) > 1:  # read every input before writing any output: a bad file in the list leaves nothing behind
+        for path in tqdm(files, desc="checking inputs", unit="image", disable=quiet, dynamic_ncols=True):
+            check_finite(read_image(path, mmap=True), path)
     torch_device = _device(device)
     loaded = resolve_model(model_spec, tracking_uri, torch_device)
     bar = tqdm(files, desc="predicting", unit="image", disable=quiet or len(files) < 2, dynamic_ncols=True)
@@ -75,7 +78,10 @@ def predict(inputs: tuple[str, ...], model_spec: str, out_dir: str, tile: int, o
         check_finite(array, path)
         output = predict_stack(loaded.model, loaded.normalization, array, tile, overlap, batch_size, torch_device,
                                not no_amp, progress=not quiet)
-        write_tiff(targets[path], output)
+        try:
+            write_tiff(targets[path], output)
+        except OSError as exc:  # a read-only or full output folder: nothing half-written stays behind
+            raise UserError(f"{targets[path]}: cannot write output ({exc.strerror or exc})") from None
     click.echo(f"wrote {len(files)} float32 TIFF file(s) to {out}")
 
 
@@ -198,19 +204,22 @@ def format_runs(table, metrics: list[str], sort: str) -> str:
 
 
 def _expand_inputs(inputs: tuple[str, ...]) -> list[Path]:
-    from training.io import IMAGE_SUFFIXES
+    """Files as given (each checked, so a broken link or a loop is named), and the image files of folders."""
+    from training.io import IMAGE_SUFFIXES, check_file
 
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            try:
+                found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            except OSError as exc:
+                raise UserError(f"{path}: cannot list folder ({exc.strerror or exc})") from None
             if not found:
                 raise UserError(f"{path}: no {', '.join(IMAGE_SUFFIXES)} images in this folder")
             files += found
-        elif not path.exists():
-            raise UserError(f"{path}: no such file")
         else:
+            check_file(path)
             files.append(path)
     return files
 

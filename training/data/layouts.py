@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from training.errors import UserError
-from training.io import check_finite, read_image
+from training.io import check_finite, read_image, tiff_shape
 
 W2S_NAME = re.compile(r"^(\d{3})_(\d+)$")
 RAW_DIR = re.compile(r"^Image(\d{3})$")
@@ -74,6 +74,14 @@ def discover_pairs(root: str | Path, layout: str, noise_level: str, cache_dir: s
                    progress: bool = True) -> tuple[str, list[PairSource]]:
     """List every pair in `root` for the given noise level; returns (resolved layout, pairs sorted by name)."""
     root = Path(root)
+    try:
+        return _discover_pairs(root, layout, noise_level, cache_dir, progress)
+    except OSError as exc:  # a folder that cannot be listed (permissions, a link loop, I/O errors)
+        raise UserError(f"{exc.filename or root}: {exc.strerror or exc}") from None
+
+
+def _discover_pairs(root: Path, layout: str, noise_level: str, cache_dir: str,
+                    progress: bool) -> tuple[str, list[PairSource]]:
     if layout == "auto":
         layout = detect_layout(root)
     elif not root.is_dir():
@@ -192,11 +200,9 @@ def _paired_pairs(root: Path, noise_level: str) -> list[PairSource]:
         path = inputs.get(name) or targets[name]
         raise UserError(f"{path}: no file named '{name}' in {root / other} ({len(unmatched)} unmatched in {side}/{other})")
     pairs = []
-    import tifffile
-
     for stem, in_path in inputs.items():
-        shape = _tiff_shape(in_path, tifffile)
-        target_shape = _tiff_shape(targets[stem], tifffile)
+        shape = tiff_shape(in_path)
+        target_shape = tiff_shape(targets[stem])
         if shape != target_shape:
             raise UserError(f"{in_path}: shape {shape} does not match target {targets[stem]} {target_shape}")
         if len(shape) < 2:
@@ -208,12 +214,3 @@ def _paired_pairs(root: Path, noise_level: str) -> list[PairSource]:
             pairs += [PairSource(f"{stem}[{i}]", stem, None, in_path, targets[stem], i) for i in range(n_slices)]
     return pairs
 
-
-def _tiff_shape(path: Path, tifffile) -> tuple[int, ...]:
-    if path.stat().st_size == 0:
-        raise UserError(f"{path}: file is empty")
-    try:
-        with tifffile.TiffFile(path) as tif:
-            return tuple(tif.series[0].shape)
-    except Exception as exc:
-        raise UserError(f"{path}: cannot read TIFF ({type(exc).__name__}: {exc})") from None
