@@ -28,7 +28,7 @@ TRAIN_FLAGS = $(if $(RESUME),,$(if $(CONFIG),--config $(CONFIG))) $(if $(DATA),-
 EVAL_FLAGS = --model $(or $(MODEL),runs/latest) $(if $(DATA),--data $(DATA)) $(if $(SPLIT),--split $(SPLIT)) $(ARGS)
 COMPARE_FLAGS = $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(SORT),--sort $(SORT)) $(ARGS)
 
-.PHONY: help install train evaluate compare test test-fast mlflow-ui clean
+.PHONY: help install train evaluate compare bench test test-fast mlflow-ui clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ evaluate: install ## Score the latest run's best model on its held-out split, wi
 
 compare: install ## List the runs of the experiment, best test_psnr first (SORT=metric EXPERIMENT=name ARGS=)
 	$(BIN)/w2s runs $(COMPARE_FLAGS)
+
+bench: install ## Benchmarks side by side: table + runs/bench/*.json (~10-15 min; BENCH_ARGS='--quick' | '--minutes 10' | '--only data')
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 test: install ## Run every test, slow ones included (what CI runs)
 	$(BIN)/python -m pytest $(TEST_ARGS)
