@@ -2,7 +2,8 @@
 
 Both run the trainer's own step (`training.trainer.train_step`: forward, L1 loss, backward, AdamW) on
 batches from the harness's `PatchSampler`. Steps of the two models are interleaved round by round, so a
-burst of load from other processes hits both alike, and the median step time is reported.
+burst of load from other processes hits both alike. Reported: each model's median step time, and the
+median over rounds of the ratio within a round (robust to load that drifts between rounds).
 """
 
 from __future__ import annotations
@@ -63,4 +64,9 @@ def run(patch_size: int, batch_size: int, rounds: int, steps_per_round: int, war
                        "patches_per_s": batch_size / step, "mpx_per_s": batch_size * pixels / step / 1e6,
                        "step_times_s": loop.step_times}
     out["speedup_default_over_seed"] = out["default"]["patches_per_s"] / out["seed"]["patches_per_s"]
+    seed, default = loops["seed"].step_times, loops["default"].step_times
+    per_round = [sum(seed[i:i + steps_per_round]) / sum(default[i:i + steps_per_round])
+                 for i in range(0, rounds * steps_per_round, steps_per_round)]
+    out["speedup_paired_by_round"] = statistics.median(per_round)
+    out["speedup_per_round"] = per_round
     return out

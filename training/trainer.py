@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
@@ -230,9 +229,10 @@ def _train_epoch(net, sampler, optimizer, scheduler, scaler, loss_fn, device, us
     bar = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="step",
                disable=not progress, leave=False, dynamic_ncols=True, mininterval=0.5 if _is_tty() else 30)
     for step in bar:
-        if budget_s is not None and step and distributed.agree(time.perf_counter() - start >= budget_s, context, device):
-            stopped = True
-            break
+        if budget_s is not None and step:  # every rank stops at the step rank 0 decides
+            stopped = distributed.agree(time.perf_counter() - start >= budget_s, context, device)
+            if stopped:
+                break
         x, y = sampler.sample()
         x, y = torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(y).to(device, non_blocking=True)
         loss = train_step(net, x, y, optimizer, scaler, loss_fn, use_amp)

@@ -49,6 +49,7 @@ def test_quick_bench_runs_every_part_and_writes_json(tmp_path):
     assert i["peak_rss"]["peak_rss_mb"] >= i["peak_rss"]["rss_before_predict_mb"] > 0
     q = results["quality"]
     assert q["budget_minutes"] == 0.02 and q["default"]["train_minutes"] >= 0.02 and q["seed"]["patches_seen"] > 0
+    assert t["speedup_paired_by_round"] > 0 and len(t["speedup_per_round"]) == 1
     for section in ("1 training", "2 data", "3 inference", "4 quality", "default / seed", "harness / original"):
         assert section in done.stdout
     assert f"saved {out}" in done.stdout
