@@ -29,7 +29,7 @@ from training.predict import DEFAULT_BATCH_SIZE, DEFAULT_TILE, predict_image, ti
 def default_model() -> tuple[UNet, Any]:
     config = TrainConfig()
     torch.manual_seed(0)
-    model = UNet(config.model).eval()
+    model = UNet(config.model).eval()  # as training.checkpoint.load_model builds it
     return model, fit_normalization(config.normalization, config.percentiles, "input", [])
 
 

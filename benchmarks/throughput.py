@@ -16,7 +16,7 @@ import torch
 
 from benchmarks.common import synthetic_sampler
 from training.config import TrainConfig
-from training.model import UNet, count_parameters
+from training.model import UNet, count_parameters, to_device
 from training.trainer import train_step
 
 
@@ -27,7 +27,7 @@ class TrainingLoop:
         self.config = TrainConfig.from_dict({"preset": preset, "patch_size": patch_size, "batch_size": batch_size,
                                              "device": "cpu"}).validate()
         torch.manual_seed(seed)
-        self.model = UNet(self.config.model)
+        self.model = to_device(UNet(self.config.model), "cpu")  # as the trainer sets it up
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr,
                                            weight_decay=self.config.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=False)

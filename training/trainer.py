@@ -28,7 +28,7 @@ from training.data.synthetic import ensure_synthetic_w2s
 from training.errors import UserError
 from training.io import write_text
 from training.metrics import psnr, scale_invariant_psnr, ssim
-from training.model import UNet, count_parameters
+from training.model import UNet, count_parameters, to_device
 from training.predict import predict_image, select_device
 from training.tracking import resolve_tracking_uri, start_run
 from training.visualize import display_range, loss_curve_png, panel
@@ -114,7 +114,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = distributed.rank_rng(config.seed, context.rank)
-    model = UNet(config.model).to(device)
+    model = to_device(UNet(config.model), device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
     use_amp = config.amp and device.type == "cuda"
