@@ -53,7 +53,7 @@ evaluate: install ## Score the latest run's best model on its held-out split, wi
 compare: install ## List the runs of the experiment, best test_psnr first (SORT=metric EXPERIMENT=name ARGS=)
 	$(BIN)/w2s runs $(COMPARE_FLAGS)
 
-bench: install ## Benchmarks side by side: table + runs/bench/*.json (~10-15 min; BENCH_ARGS='--quick' | '--minutes 10' | '--only data')
+bench: install ## Benchmarks side by side: table + runs/bench/*.json (~15-20 min on 2 busy cores; BENCH_ARGS='--quick' | '--minutes 10' | '--only data')
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 test: install ## Run every test, slow ones included (what CI runs)
