@@ -19,6 +19,8 @@ SORT     ?=
 EXPERIMENT ?=
 TEST_ARGS ?=
 MLFLOW_PORT ?= 5000
+NPROC    ?=
+BENCH_ARGS ?=
 
 TRAIN_FLAGS = $(if $(RESUME),,$(if $(CONFIG),--config $(CONFIG))) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
               $(if $(DEVICE),--device $(DEVICE)) $(if $(RESUME),--resume $(RESUME)) $(ARGS)
@@ -26,11 +28,11 @@ TRAIN_FLAGS = $(if $(RESUME),,$(if $(CONFIG),--config $(CONFIG))) $(if $(DATA),-
 EVAL_FLAGS = --model $(or $(MODEL),runs/latest) $(if $(DATA),--data $(DATA)) $(if $(SPLIT),--split $(SPLIT)) $(ARGS)
 COMPARE_FLAGS = $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(SORT),--sort $(SORT)) $(ARGS)
 
-.PHONY: help install train evaluate compare test test-fast mlflow-ui clean export-bmz
+.PHONY: help install train evaluate compare bench test test-fast mlflow-ui clean export-bmz
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
-	@echo "Variables: DATA=dir CONFIG=file EPOCHS=n DEVICE=auto|cpu|cuda RESUME=runs/latest ARGS='--lr 1e-3 ...'"
+	@echo "Variables: DATA=dir CONFIG=file EPOCHS=n DEVICE=auto|cpu|cuda RESUME=runs/latest ARGS='--lr 1e-3 ...' NPROC=n"
 	@echo "           MODEL=checkpoint|run dir|runs:/ID/model|models:/w2s-unet@ALIAS SPLIT=test|val SORT=metric EXPERIMENT=name"
 
 install: $(VENV)/.installed ## Create .venv with pinned torch and the project (idempotent)
@@ -42,14 +44,17 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-train: install ## Train a U-Net (default: embedded synthetic demo data, ~2 min on CPU)
-	$(BIN)/w2s train $(TRAIN_FLAGS)
+train: install ## Train a U-Net (default: embedded synthetic demo data, ~2 min on CPU); NPROC=N: N-process DDP via torchrun
+	$(if $(NPROC),$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m w2s.cli,$(BIN)/w2s) train $(TRAIN_FLAGS)
 
 evaluate: install ## Score the latest run's best model on its held-out split, with baselines (MODEL= DATA= SPLIT= ARGS=)
 	$(BIN)/w2s evaluate $(EVAL_FLAGS)
 
 compare: install ## List the runs of the experiment, best test_psnr first (SORT=metric EXPERIMENT=name ARGS=)
 	$(BIN)/w2s runs $(COMPARE_FLAGS)
+
+bench: install ## Benchmarks side by side: table + runs/bench/*.json (~15-20 min on 2 busy cores; BENCH_ARGS='--quick' | '--minutes 10' | '--only data')
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 test: install ## Run every test, slow ones included (what CI runs)
 	$(BIN)/python -m pytest $(TEST_ARGS)

@@ -68,6 +68,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # "cosine" (to lr/100 over all epochs) or "constant"
     warmup_steps: int = 50
+    max_minutes: float = 0.0  # stop once training steps (not validation) have taken this long; 0 = no limit
     augment: bool = True
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
@@ -103,6 +104,7 @@ class TrainConfig:
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "non-negative")
         _check(self.schedule in ("cosine", "constant"), "schedule", self.schedule, "'cosine' or 'constant'")
         _check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "non-negative")
+        _check(self.max_minutes >= 0, "max_minutes", self.max_minutes, "non-negative (0 = no time limit)")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
                self.device, "auto | cpu | cuda | cuda:N")
         _check(self.val_max_images >= 0, "val_max_images", self.val_max_images, "non-negative")

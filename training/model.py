@@ -82,5 +82,12 @@ class UNet(nn.Module):
         return out[..., :height, :width]
 
 
+def to_device(model: nn.Module, device: str | torch.device) -> nn.Module:
+    """Move a model to train on `device`; on CPU also into channels_last memory, which measurably sped up
+    training steps on the project's 2-core CPU (docs/performance.md). Only float rounding changes."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if torch.device(device).type == "cpu" else model
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from training import distributed
 from training.checkpoint import code_version, read_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data.layouts import ImagePair, discover_pairs, fingerprint, load_pairs
@@ -27,7 +28,7 @@ from training.data.synthetic import ensure_synthetic_w2s
 from training.errors import UserError
 from training.io import write_text
 from training.metrics import psnr, scale_invariant_psnr, ssim
-from training.model import UNet, count_parameters
+from training.model import UNet, count_parameters, to_device
 from training.predict import predict_image, select_device
 from training.tracking import resolve_tracking_uri, start_run
 from training.visualize import display_range, loss_curve_png, panel
@@ -75,8 +76,11 @@ def prepare_data(config: TrainConfig, progress: bool = True) -> PreparedData:
     return PreparedData(root, layout, split, train, val, fingerprint(sources))
 
 
-def train(config: TrainConfig, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
-    """Train a U-Net as `config` says; with `resume`, continue the run whose last checkpoint is given."""
+def train(config: TrainConfig, resume: str | Path | None = None, progress: bool = True) -> TrainResult | None:
+    """Train a U-Net as `config` says; with `resume`, continue the run whose last checkpoint is given.
+
+    Under torchrun every rank calls this; only rank 0 returns a result (the others return None).
+    """
     state = None
     if resume:
         state = read_checkpoint(_last_checkpoint_path(resume))
@@ -88,7 +92,13 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
         config.data = config.data or state["data_root"]
         config.tracking_uri = state.get("tracking_uri") or config.tracking_uri
     config.validate()
-    data = prepare_data(config, progress)
+    device = select_device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"invalid config value device={config.device!r}: CUDA is not available on this machine")
+    context, device = distributed.setup(device)
+    progress = progress and context.is_main
+    with distributed.main_first(context):  # rank 0 builds any data cache; the others then read it
+        data = prepare_data(config, progress)
     target_norm = config.target_normalization
     if target_norm == "auto":
         target_norm = "own" if data.layout == "8bit" else "input"
@@ -102,12 +112,9 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = select_device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"invalid config value device={config.device!r}: CUDA is not available on this machine")
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    model = UNet(config.model).to(device)
+    rng = distributed.rank_rng(config.seed, context.rank)
+    model = to_device(UNet(config.model), device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
     use_amp = config.amp and device.type == "cuda"
@@ -123,13 +130,22 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
-        rng.bit_generator.state = state["rng"]["numpy"]
+        rank_states = state["rng"].get("numpy_ranks") or [state["rng"]["numpy"]]
+        if context.rank < len(rank_states):  # with more ranks than before, a new rank keeps its fresh stream
+            rng.bit_generator.state = rank_states[context.rank]
         start_epoch, history = state["epoch"], list(state["history"])
         best, best_epoch = dict(state["best_metrics"]), state["best_epoch"]
         run_dir, run_id = Path(state["run_dir"]), state["mlflow_run_id"]
-    else:
+    elif context.is_main:
         run_dir = _new_run_dir(config)
         run_id = None
+    net = distributed.wrap(model, context, device)
+    train_seconds = 60 * history[-1].get("train_minutes", 0.0) if history else 0.0
+    budget = 60 * config.max_minutes if config.max_minutes else None
+    if not context.is_main:
+        _follow(net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp, config, start_epoch, context,
+                budget, train_seconds, rng)
+        return None
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
     noisy_metrics = _noisy_metrics(data.val)
@@ -149,11 +165,16 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
         write_text(run_dir.parent / "latest", str(run_dir))
 
         for epoch in range(start_epoch + 1, config.epochs + 1):
-            train_loss, patches_per_s = _train_epoch(model, sampler, optimizer, scheduler, scaler, loss_fn, device,
-                                                     use_amp, config, epoch, progress)
+            if budget is not None and distributed.agree(train_seconds >= budget, context, device):
+                break
+            train_loss, patches_per_s, seconds, stopped = _train_epoch(
+                net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp, config, epoch, progress,
+                context, None if budget is None else budget - train_seconds)
+            train_seconds += seconds
             val = validate(model, normalization, data.val, device, loss_fn)
             record = {"epoch": epoch, "train_loss": train_loss, **val, "lr": scheduler.get_last_lr()[0],
-                      "patches_per_s": patches_per_s, **{f"noisy_{k}": v for k, v in noisy_metrics.items()}}
+                      "patches_per_s": patches_per_s, "train_minutes": train_seconds / 60,
+                      **{f"noisy_{k}": v for k, v in noisy_metrics.items()}}
             history.append(record)
             mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch" and not k.startswith("noisy_")}, step=epoch)
             if val["val_psnr"] > best["val_psnr"]:
@@ -163,45 +184,83 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
             save_checkpoint(run_dir / "last.pt", {
                 **_payload(model, config, normalization, data, run_dir, run_id, epoch, history, best, best_epoch),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state},
+                "rng": {"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state,
+                        "numpy_ranks": distributed.gather(rng.bit_generator.state, context)},
             })
             _log_pictures(model, normalization, data.val, device, history, epoch, config)
             tqdm.write(f"epoch {epoch}/{config.epochs}: train_loss {train_loss:.4f}  val_psnr {val['val_psnr']:.2f} dB  "
                        f"val_si_psnr {val['val_si_psnr']:.2f} dB  val_ssim {val['val_ssim']:.4f}  "
                        f"(noisy {noisy_metrics['psnr']:.2f} dB)  {patches_per_s:.1f} patches/s")
+            if stopped:
+                tqdm.write(f"time budget of {config.max_minutes:g} min of training reached")
+                break
 
         mlflow.log_metrics({f"best_{k}": v for k, v in best.items()})
         mlflow.set_tag("best_epoch", best_epoch)
         mlflow.log_artifact(str(run_dir / "best.pt"), artifact_path="checkpoints")
         if config.log_model:
             _log_model(run_dir / "best.pt", config, data.val[0].noisy)
-
+    distributed.shutdown(context)
     return TrainResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", run_id, tracking_uri, best_epoch, best,
                        noisy_metrics, history)
 
 
-def _train_epoch(model, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp, config, epoch, progress):
-    model.train()
+def train_step(net, x, y, optimizer, scaler, loss_fn, use_amp) -> float | None:
+    """One optimisation step (under DDP, backward() averages the gradients over ranks); returns the loss,
+    or None, taking no step, when the loss is not finite."""
+    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+        loss = loss_fn(net(x).float(), y)
+    if not torch.isfinite(loss):
+        return None
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item()
+
+
+def _train_epoch(net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp, config, epoch, progress,
+                 context=distributed.Context(), budget_s=None):
+    """Returns (mean loss over ranks, patches/s over all ranks, seconds, stopped on the time budget)."""
+    net.train()
     losses = []
     start = time.perf_counter()
+    stopped = False
     bar = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="step",
                disable=not progress, leave=False, dynamic_ncols=True, mininterval=0.5 if _is_tty() else 30)
     for step in bar:
+        if budget_s is not None and step:  # every rank stops at the step rank 0 decides
+            stopped = distributed.agree(time.perf_counter() - start >= budget_s, context, device)
+            if stopped:
+                break
         x, y = sampler.sample()
         x, y = torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(y).to(device, non_blocking=True)
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
-            loss = loss_fn(model(x).float(), y)
-        if not torch.isfinite(loss):
-            raise UserError(f"training diverged at epoch {epoch} step {step} (loss {loss.item()}); lower lr={config.lr}")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss = train_step(net, x, y, optimizer, scaler, loss_fn, use_amp)
+        if loss is None:
+            raise UserError(f"training diverged at epoch {epoch} step {step}; lower lr={config.lr}")
         scheduler.step()
-        losses.append(loss.item())
-        rate = (step + 1) * config.batch_size / (time.perf_counter() - start)
+        losses.append(loss)
+        rate = (step + 1) * config.batch_size * context.world_size / (time.perf_counter() - start)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", patches_s=f"{rate:.1f}")
-    return float(np.mean(losses)), config.steps_per_epoch * config.batch_size / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    loss = distributed.mean(float(np.mean(losses)), context, device)
+    return loss, len(losses) * config.batch_size * context.world_size / seconds, seconds, stopped
+
+
+def _follow(net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp, config, start_epoch, context,
+            budget, train_seconds, rng) -> None:
+    """A rank other than 0: train in step with rank 0 (DDP keeps the weights equal), write and log nothing."""
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        if budget is not None and distributed.agree(train_seconds >= budget, context, device):
+            break
+        *_, seconds, stopped = _train_epoch(net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp,
+                                            config, epoch, False, context,
+                                            None if budget is None else budget - train_seconds)
+        train_seconds += seconds
+        distributed.gather(rng.bit_generator.state, context)  # rank 0 saves every rank's sampler state
+        if stopped:
+            break
+    distributed.shutdown(context)
 
 
 @torch.no_grad()

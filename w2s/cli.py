@@ -39,7 +39,7 @@ TRAIN_OPTIONS = {
     "lr": "lr", "seed": "seed", "device": "device", "out_dir": "out_dir", "run_name": "run_name",
     "experiment": "experiment", "tracking_uri": "tracking_uri", "threads": "threads", "log_model": "log_model",
     "depth": "model.depth", "base_channels": "model.base_channels", "batch_norm": "model.batch_norm",
-    "residual": "model.residual", "upsample": "model.upsample",
+    "residual": "model.residual", "upsample": "model.upsample", "max_minutes": "max_minutes",
 }
 
 
@@ -63,6 +63,7 @@ TRAIN_OPTIONS = {
 @click.option("--patch-size", type=int)
 @click.option("--loss", type=click.Choice(["l1", "mse"]))
 @click.option("--lr", type=float)
+@click.option("--max-minutes", type=float, help="Wall-clock budget for the training steps (0 = none).")
 @click.option("--seed", type=int)
 @click.option("--device", help="auto | cpu | cuda | cuda:N")
 @click.option("--threads", type=int, help="torch CPU threads (0 = default).")
@@ -83,6 +84,8 @@ def train(config_file: str | None, sets: tuple[str, ...], resume: str | None, qu
     else:
         config = build_config(config_file, options, sets)
     result = run_training(config, resume=resume, progress=not quiet)
+    if result is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     best = result.best_metrics
     click.echo(
         f"\nbest epoch {result.best_epoch}: val PSNR {best['val_psnr']:.2f} dB, SI-PSNR {best['val_si_psnr']:.2f} dB, "

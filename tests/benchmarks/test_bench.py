@@ -1,0 +1,61 @@
+"""`python -m benchmarks --quick` (what `make bench BENCH_ARGS=--quick` runs) on tiny sizes: every part runs
+and the JSON holds its measured figures. Figures are checked for sanity only, never against a time."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT, write_8bit
+
+
+def numbers(tree):
+    if isinstance(tree, dict):
+        for value in tree.values():
+            yield from numbers(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from numbers(value)
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield tree
+
+
+@pytest.mark.slow  # about 20-25 s on 2 CPU cores: four parts, two tiny trainings, a subprocess
+def test_quick_bench_runs_every_part_and_writes_json(tmp_path):
+    data = write_8bit(tmp_path / "data", fovs={"train": (1, 2, 71), "test": (81,)}, shape=(40, 48))
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--quiet", "--data", str(data),
+                           "--val-fovs", "071", "--out", str(out)], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert list(results) == ["throughput", "data", "inference", "quality"]
+    assert not [part for part, r in results.items() if "skipped" in r]
+    assert all(math.isfinite(x) for x in numbers(results))
+
+    t = results["throughput"]
+    assert t["seed"]["parameters"] > t["default"]["parameters"] > 0
+    assert t["speedup_default_over_seed"] == t["default"]["patches_per_s"] / t["seed"]["patches_per_s"]
+    d = results["data"]
+    assert d["stack_shape"] == [8, 64, 64] and d["harness_batch_s"] > 0 and d["original_batch_s"] > 0
+    assert 0 < d["data_percent_of_step"] < 100
+    i = results["inference"]
+    assert set(i["sizes"]) == {"64", "128"} and i["peak_rss"]["size"] == 256
+    assert i["peak_rss"]["peak_rss_mb"] >= i["peak_rss"]["rss_before_predict_mb"] > 0
+    q = results["quality"]
+    assert q["budget_minutes"] == 0.02 and q["default"]["train_minutes"] >= 0.02 and q["seed"]["patches_seen"] > 0
+    assert t["speedup_paired_by_round"] > 0 and len(t["speedup_per_round"]) == 1
+    for section in ("1 training", "2 data", "3 inference", "4 quality", "default / seed", "harness / original"):
+        assert section in done.stdout
+    assert f"saved {out}" in done.stdout
+
+
+def test_unknown_part_is_a_usage_error():
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "speed"], cwd=REPO_ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown part(s) speed" in done.stderr
