@@ -107,7 +107,7 @@ class GracefulStop:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -180,6 +180,26 @@ class Tracking:
 
 
 @contextlib.contextmanager
+def _sqlite_store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on the SQLite store's folder while a run starts: MLflow creates and migrates a
+    new store's schema on first use, and two processes doing that at once leave it broken (measured:
+    "table _alembic_tmp_tags already exists"). flock on the folder leaves no lock file behind."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or ":memory:" in uri:
+        yield
+        return
+    import fcntl
+
+    folder = Path(uri[len(prefix):]).parent
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
 def tracked_run(tracking_uri: str, experiment: str, run_name: str, run_id: str | None,
                 hint: str = "") -> Iterator[Tracking]:
     """Start (or continue) the MLflow run and end it as FINISHED, KILLED (a signal) or FAILED.
@@ -195,7 +215,8 @@ def tracked_run(tracking_uri: str, experiment: str, run_name: str, run_id: str |
         os.environ.setdefault(key, value)
     uri = resolve_tracking_uri(tracking_uri)
     try:
-        run = retry_busy(lambda: start_run(tracking_uri, experiment, run_name, run_id), transient=_is_busy_or_raced)
+        with _sqlite_store_lock(uri):
+            run = retry_busy(lambda: start_run(tracking_uri, experiment, run_name, run_id), transient=_is_busy_or_raced)
     except Exception as exc:
         raise UserError(f"MLflow tracking at {uri}: cannot {'continue' if run_id else 'start'} the run "
                         f"({_first_line(exc)})") from None

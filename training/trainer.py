@@ -366,10 +366,13 @@ def _new_run_dir(config: TrainConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(config.out_dir) / (f"{stamp}-{config.run_name}" if config.run_name else stamp)
     path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path.resolve()
+    while True:  # mkdir claims the name atomically: two runs started in the same second get two folders
+        try:
+            path.mkdir(parents=True)
+            return path.resolve()
+        except FileExistsError:
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
 
 
 def resume_config(resume: str | Path, epochs: int | None = None) -> TrainConfig:
