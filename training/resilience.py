@@ -36,7 +36,8 @@ _signals_seen = 0
 def fault_point(name: str) -> None:
     """Test hook. With W2S_FAULT_PAUSE=NAME@N the Nth arrival here creates W2S_FAULT_DIR/NAME@N and waits
     until that file is removed (continue) or a signal arrives (handled as usual); tests kill the process
-    while it waits. Points: `step`, `validate`, `epoch_end`, `stop_checkpoint`, `write:<file name>`."""
+    while it waits. Points: `step`, `validate`, `write:<file name>`, `checkpointed`,
+    `epoch_end`, `stop_checkpoint`."""
     spec = os.environ.get(FAULT_PAUSE_ENV)
     if not spec:
         return

@@ -192,6 +192,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                 save_checkpoint(run_dir / "best.pt", _payload(model, config, normalization, data, run_dir, run_id,
                                                               epoch, history, best, best_epoch))
             save_last(epoch)
+            fault_point("checkpointed")
             # logged after the checkpoint: an epoch in MLflow is always one that --resume will not redo
             tracker.call("logging metrics", mlflow.log_metrics, _epoch_metrics(record), step=epoch)
             _log_pictures(tracker, model, normalization, data.val, device, history, epoch, config)

@@ -79,23 +79,26 @@ KILL_POINTS = {
     "during an epoch": f"step@{STEPS + 2}",  # before the 2nd step of epoch 2
     "during validation": "validate@2",  # after the 1st of 2 validation images of epoch 2
     "while writing last.pt": "write:last.pt@2",  # half of epoch 2's last.pt is on disk
+    "after the checkpoint, before MLflow": "checkpointed@2",  # epoch 2 is saved but not yet logged
 }
 
 
 @pytest.mark.parametrize("where", list(KILL_POINTS))
 def test_kill_9_then_resume_ends_equal_to_an_uninterrupted_run(where, tmp_path, data, uri, reference):
-    """What happened: SIGKILL in epoch 2 (mid-epoch, mid-validation, or mid-way through writing last.pt).
+    """What happened: SIGKILL in epoch 2 (mid-epoch, mid-validation, mid-way through writing last.pt, or
+    after writing it but before logging the epoch to MLflow).
     What the user sees: the process dies (no message is possible); `w2s train --resume RUN` continues.
-    What is preserved: last.pt of epoch 1 (a torn temporary file is ignored, then removed), the MLflow run
-    (same id, each epoch logged once), and the result: bit-identical to the uninterrupted run. At most the
-    epoch in progress is lost."""
+    What is preserved: the last complete last.pt (a torn temporary file is ignored, then removed), the
+    MLflow run (same id, each epoch logged once: an epoch saved but not logged is logged on resume), and the
+    result: bit-identical to the uninterrupted run. At most the epoch in progress is lost."""
     child = spawn(train_args(tmp_path, data, uri), tmp_path, "killed", pause=KILL_POINTS[where])
     child.wait_paused(KILL_POINTS[where])
     child.signal(signal.SIGKILL)
     assert child.finish() == -signal.SIGKILL
     run_dir = latest_run_dir(tmp_path)
     before = load(run_dir / "last.pt")
-    assert before["epoch"] == 1 and before["partial"] is None  # the last complete checkpoint: epoch 1
+    saved = 2 if where == "after the checkpoint, before MLflow" else 1
+    assert before["epoch"] == saved and before["partial"] is None  # the last complete checkpoint
     torn = list(run_dir.glob(".last.pt.*.tmp"))
     if where == "while writing last.pt":
         assert len(torn) == 1 and 0 < torn[0].stat().st_size < (run_dir / "last.pt").stat().st_size
@@ -106,6 +109,8 @@ def test_kill_9_then_resume_ends_equal_to_an_uninterrupted_run(where, tmp_path, 
     assert client.get_run(run_id).info.status == "RUNNING"  # nobody could tell MLflow
     assert metric_steps(client, run_id, "val_psnr") == [1]
     assert_resumes_to_reference(tmp_path, run_dir, uri, reference, run_id)
+    if saved == 2:
+        assert f"logged 1 epoch(s) missing from MLflow run {run_id}" in (tmp_path / "resume.out").read_text()
 
 
 def test_kill_9_at_a_random_moment_then_resume(tmp_path, data, uri, reference):
