@@ -79,7 +79,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync(tmp_path)
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp_path, path)
-        _fsync(path.parent)
+        with contextlib.suppress(OSError):  # the rename is done; some filesystems cannot fsync a folder
+            _fsync(path.parent)
     except BaseException as exc:
         if tmp_path is not None:
             tmp_path.unlink(missing_ok=True)
