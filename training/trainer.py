@@ -140,8 +140,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
 
     resume_hint = f"continue or bring the run back in sync with: w2s train --resume {run_dir}"
-    with tracked_run(config.tracking_uri, config.experiment, config.run_name or run_dir.name, run_id,
-                     resume_hint) as tracker, GracefulStop(f"The last complete checkpoint is {run_dir / 'last.pt'}") as stop:
+    with tracked_run(config.tracking_uri, config.experiment, config.run_name or run_dir.name, run_id, resume_hint) \
+            as tracker, GracefulStop(f"The last complete checkpoint is {run_dir / 'last.pt'}") as stop:
         run_id = tracker.run_id
         if state is None:
             tracker.call("logging params", mlflow.log_params, config.flat())
@@ -165,10 +165,11 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                 "rng": {"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state}, "partial": partial_epoch,
             })
 
-        def stop_here(epoch: int, partial_epoch: dict[str, Any] | None, where: str) -> Exception:
-            if partial_epoch is not None:
+        def stop_here(where: str, unfinished: dict[str, Any] | None = None) -> Exception:
+            """Save the state inside the current, unfinished epoch (if any); the exception ends the run."""
+            if unfinished is not None:
                 fault_point("stop_checkpoint")
-                save_last(epoch - 1, partial_epoch)
+                save_last(epoch - 1, unfinished)
             return stop.interrupted(f"stopped {where}; checkpoint {run_dir / 'last.pt'}. Continue with: "
                                     f"w2s train --resume {run_dir}")
 
@@ -178,12 +179,12 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
             partial = None
             done = {"losses": losses, "seconds": seconds}
             if len(losses) < config.steps_per_epoch:
-                raise stop_here(epoch, done, f"in epoch {epoch} after step {len(losses)}/{config.steps_per_epoch}")
+                raise stop_here(f"in epoch {epoch} after step {len(losses)}/{config.steps_per_epoch}", done)
             train_loss = float(np.mean(losses))
             patches_per_s = config.steps_per_epoch * config.batch_size / seconds
             val = validate(model, normalization, data.val, device, loss_fn, should_stop=lambda: stop.requested)
             if val is None:
-                raise stop_here(epoch, done, f"during validation of epoch {epoch}")
+                raise stop_here(f"during validation of epoch {epoch}", done)
             record = {"epoch": epoch, "train_loss": train_loss, **val, "lr": scheduler.get_last_lr()[0],
                       "patches_per_s": patches_per_s, **{f"noisy_{k}": v for k, v in noisy_metrics.items()}}
             history.append(record)
@@ -201,7 +202,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                        f"(noisy {noisy_metrics['psnr']:.2f} dB)  {patches_per_s:.1f} patches/s")
             fault_point("epoch_end")
             if stop.requested:
-                raise stop_here(epoch + 1, None, f"after epoch {epoch}")
+                raise stop_here(f"after epoch {epoch}")
 
         tracker.call("logging best metrics", mlflow.log_metrics, {f"best_{k}": v for k, v in best.items()})
         tracker.call("setting tags", mlflow.set_tag, "best_epoch", best_epoch)
@@ -339,7 +340,8 @@ def _log_pictures(tracker, model, normalization, pairs, device, history, epoch, 
         prediction = predict_image(model, normalization, pair.noisy, device)
         value_range = display_range(pair.clean)  # one range for all three, so brightness compares honestly
         image = panel([pair.noisy, prediction, pair.clean], [value_range] * 3)
-        tracker.call("logging panels", mlflow.log_image, image, artifact_file=f"panels/{pair.name}/epoch_{epoch:03d}.png")
+        tracker.call("logging panels", mlflow.log_image, image,
+                     artifact_file=f"panels/{pair.name}/epoch_{epoch:03d}.png")
 
 
 def _log_model(best_path: Path, config: TrainConfig, example: np.ndarray) -> None:

@@ -119,7 +119,8 @@ def load(path: Path) -> dict:
 def weight_difference(a: dict, b: dict) -> float:
     """Largest absolute difference between two checkpoints' weights (0.0 = bit-identical)."""
     assert a["model_state"].keys() == b["model_state"].keys()
-    return max(float((a["model_state"][k].double() - b["model_state"][k].double()).abs().max()) for k in a["model_state"])
+    return max(float((a["model_state"][k].double() - b["model_state"][k].double()).abs().max())
+               for k in a["model_state"])
 
 
 def histories_equal(a: dict, b: dict) -> bool:
