@@ -6,6 +6,7 @@ a checkpoint from the internet cannot run code on the machine that opens it.
 
 from __future__ import annotations
 
+import io
 import pickle
 import re
 import subprocess
@@ -19,7 +20,7 @@ import torch
 from training.config import TrainConfig
 from training.data.normalization import Normalization
 from training.errors import UserError
-from training.io import atomic_path
+from training.io import write_bytes
 from training.model import UNet
 
 FORMAT = "w2s-checkpoint/1"
@@ -35,9 +36,12 @@ class LoadedModel:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact, never a torn file."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **payload}, tmp)
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact, never a torn file.
+
+    Serialized in memory first, so a full disk fails as a plain OSError (one-line error), not deep in torch."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **payload}, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

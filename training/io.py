@@ -20,6 +20,7 @@ import numpy as np
 import tifffile
 
 from training.errors import UserError
+from training.resilience import fault_point
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 
@@ -162,21 +163,44 @@ def check_finite(array: np.ndarray, path: str | os.PathLike, block: int = 1 << 2
         raise UserError(f"{path}: contains {bad} NaN/Inf value(s)")
 
 
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it onto `path`, on failure delete it."""
+    """Yield a temporary path beside `path`; on success fsync it, rename it onto `path` and fsync the folder,
+    so after a crash or power loss `path` is the old file or the new one, never a torn mix. On failure the
+    temporary file is deleted; a full disk (or file size limit) becomes a one-line `UserError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
+        _fsync(tmp_path)
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the rename is done; some filesystems cannot fsync a folder
+            _fsync(path.parent)
+    except BaseException as exc:
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and (exc.errno in DISK_FULL or exc.errno is None and "written" in str(exc)):
+            # numpy's tofile reports a short write as "N requested and M written", without an errno
+            reason = os.strerror(exc.errno) if exc.errno else f"{exc}: is the disk full?"
+            raise UserError(f"{path}: cannot write ({reason}); nothing was written and any "
+                            f"previous {path.name} is intact") from None
         raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -209,6 +233,18 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, array)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
+    """Atomic write in two halves, with `fault_point("write:<name>")` between them: tests kill the process
+    there to prove that a torn temporary file is never taken for the real one."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            half = len(data) // 2
+            handle.write(data[:half])
+            handle.flush()
+            fault_point(f"write:{Path(path).name}")
+            handle.write(data[half:])
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

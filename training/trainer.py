@@ -30,7 +30,8 @@ from training.io import write_text
 from training.metrics import psnr, scale_invariant_psnr, ssim
 from training.model import UNet, count_parameters, to_device
 from training.predict import predict_image, select_device
-from training.tracking import resolve_tracking_uri, start_run
+from training.resilience import GracefulStop, fault_point, tracked_run
+from training.tracking import resolve_tracking_uri
 from training.visualize import display_range, loss_curve_png, panel
 
 DEMO_DATA_DIR = Path("data") / "demo-w2s"
@@ -123,7 +124,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     sampler = PatchSampler(data.train, normalization, config.patch_size, config.batch_size, config.augment, rng)
 
     start_epoch, history, best = 0, [], {"val_psnr": -math.inf}
-    best_epoch = 0
+    best_epoch, partial = 0, None
     if state is not None:
         model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer"])
@@ -136,6 +137,10 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
         start_epoch, history = state["epoch"], list(state["history"])
         best, best_epoch = dict(state["best_metrics"]), state["best_epoch"]
         run_dir, run_id = Path(state["run_dir"]), state["mlflow_run_id"]
+        partial = state.get("partial")  # a signal stopped the run inside epoch start_epoch + 1
+        if context.is_main:
+            for stale in run_dir.glob(".*.pt.*.tmp"):  # torn temporary files of a killed process; never read
+                stale.unlink(missing_ok=True)
     elif context.is_main:
         run_dir = _new_run_dir(config)
         run_id = None
@@ -144,65 +149,101 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     budget = 60 * config.max_minutes if config.max_minutes else None
     if not context.is_main:
         _follow(net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp, config, start_epoch, context,
-                budget, train_seconds, rng)
+                budget, train_seconds, rng, partial)
         return None
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / "config.json", json.dumps(config.to_dict(), indent=2))
     noisy_metrics = _noisy_metrics(data.val)
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
 
-    with start_run(config.tracking_uri, config.experiment, config.run_name or run_dir.name, run_id) as run:
-        run_id = run.info.run_id
+    resume_hint = f"continue or bring the run back in sync with: w2s train --resume {run_dir}"
+    with tracked_run(config.tracking_uri, config.experiment, config.run_name or run_dir.name, run_id, resume_hint) \
+            as tracker, GracefulStop(f"The last complete checkpoint is {run_dir / 'last.pt'}") as stop:
+        run_id = tracker.run_id
         if state is None:
-            mlflow.log_params(config.flat())
-            mlflow.log_params({"n_parameters": count_parameters(model), "n_train_images": len(data.train),
-                               "n_val_images": len(data.val), "data_root": str(data.root.resolve())})
-            mlflow.log_metrics({f"noisy_{k}": v for k, v in noisy_metrics.items()})
-            mlflow.log_artifact(str(run_dir / "config.json"))
-        mlflow.set_tags({"git_commit": code_version(), "data_layout": data.layout, "noise_level": config.noise_level,
-                         "data_fingerprint": data.fingerprint, "device": str(device), "run_dir": str(run_dir)})
+            tracker.call("logging params", mlflow.log_params, config.flat())
+            tracker.call("logging params", mlflow.log_params, {
+                "n_parameters": count_parameters(model), "n_train_images": len(data.train),
+                "n_val_images": len(data.val), "data_root": str(data.root.resolve())})
+            tracker.call("logging metrics", mlflow.log_metrics, {f"noisy_{k}": v for k, v in noisy_metrics.items()})
+            tracker.call("logging config.json", mlflow.log_artifact, str(run_dir / "config.json"))
+        elif missing := tracker.sync_history(history, _epoch_metrics):
+            tqdm.write(f"logged {missing} epoch(s) missing from MLflow run {run_id} (from {run_dir / 'last.pt'})")
+        tracker.call("setting tags", mlflow.set_tags, {
+            "git_commit": code_version(), "data_layout": data.layout, "noise_level": config.noise_level,
+            "data_fingerprint": data.fingerprint, "device": str(device), "run_dir": str(run_dir)})
         write_text(run_dir / "mlflow_run_id", run_id)
         write_text(run_dir.parent / "latest", str(run_dir))
 
-        for epoch in range(start_epoch + 1, config.epochs + 1):
-            if budget is not None and distributed.agree(train_seconds >= budget, context, device):
-                break
-            train_loss, patches_per_s, seconds, stopped = _train_epoch(
-                net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp, config, epoch, progress,
-                context, None if budget is None else budget - train_seconds)
-            train_seconds += seconds
-            val = validate(model, normalization, data.val, device, loss_fn)
-            record = {"epoch": epoch, "train_loss": train_loss, **val, "lr": scheduler.get_last_lr()[0],
-                      "patches_per_s": patches_per_s, "train_minutes": train_seconds / 60,
-                      **{f"noisy_{k}": v for k, v in noisy_metrics.items()}}
-            history.append(record)
-            mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch" and not k.startswith("noisy_")}, step=epoch)
-            if val["val_psnr"] > best["val_psnr"]:
-                best, best_epoch = {k: v for k, v in val.items()}, epoch
-                save_checkpoint(run_dir / "best.pt", _payload(model, config, normalization, data, run_dir, run_id,
-                                                              epoch, history, best, best_epoch))
+        def save_last(epoch: int, partial_epoch: dict[str, Any] | None = None) -> None:
             save_checkpoint(run_dir / "last.pt", {
                 **_payload(model, config, normalization, data, run_dir, run_id, epoch, history, best, best_epoch),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state,
                         "numpy_ranks": distributed.gather(rng.bit_generator.state, context)},
+                "partial": partial_epoch,
             })
-            _log_pictures(model, normalization, data.val, device, history, epoch, config)
+
+        def stop_here(where: str, unfinished: dict[str, Any] | None = None) -> Exception:
+            """Save the state inside the current, unfinished epoch (if any); the exception ends the run."""
+            if unfinished is not None and not context.enabled:  # under DDP the other ranks may be gone
+                fault_point("stop_checkpoint")
+                save_last(epoch - 1, unfinished)
+            return stop.interrupted(f"stopped {where}; checkpoint {run_dir / 'last.pt'}. Continue with: "
+                                    f"w2s train --resume {run_dir}")
+
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            if budget is not None and distributed.agree(train_seconds >= budget, context, device):
+                break
+            losses, seconds, out_of_time = _train_epoch(
+                net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp, config, epoch, progress,
+                stop, partial, context, None if budget is None else budget - train_seconds)
+            partial = None
+            done = {"losses": losses, "seconds": seconds}
+            if len(losses) < config.steps_per_epoch and not out_of_time:
+                raise stop_here(f"in epoch {epoch} after step {len(losses)}/{config.steps_per_epoch}", done)
+            train_seconds += seconds
+            train_loss = distributed.mean(float(np.mean(losses)), context, device)
+            patches_per_s = len(losses) * config.batch_size * context.world_size / seconds
+            val = validate(model, normalization, data.val, device, loss_fn, should_stop=lambda: stop.requested)
+            if val is None:
+                raise stop_here(f"during validation of epoch {epoch}", done)
+            record = {"epoch": epoch, "train_loss": train_loss, **val, "lr": scheduler.get_last_lr()[0],
+                      "patches_per_s": patches_per_s, "train_minutes": train_seconds / 60,
+                      **{f"noisy_{k}": v for k, v in noisy_metrics.items()}}
+            history.append(record)
+            if val["val_psnr"] > best["val_psnr"]:
+                best, best_epoch = {k: v for k, v in val.items()}, epoch
+                save_checkpoint(run_dir / "best.pt", _payload(model, config, normalization, data, run_dir, run_id,
+                                                              epoch, history, best, best_epoch))
+            save_last(epoch)
+            fault_point("checkpointed")
+            # logged after the checkpoint: an epoch in MLflow is always one that --resume will not redo
+            tracker.call("logging metrics", mlflow.log_metrics, _epoch_metrics(record), step=epoch)
+            _log_pictures(tracker, model, normalization, data.val, device, history, epoch, config)
             tqdm.write(f"epoch {epoch}/{config.epochs}: train_loss {train_loss:.4f}  val_psnr {val['val_psnr']:.2f} dB  "
                        f"val_si_psnr {val['val_si_psnr']:.2f} dB  val_ssim {val['val_ssim']:.4f}  "
                        f"(noisy {noisy_metrics['psnr']:.2f} dB)  {patches_per_s:.1f} patches/s")
-            if stopped:
+            fault_point("epoch_end")
+            if out_of_time:
                 tqdm.write(f"time budget of {config.max_minutes:g} min of training reached")
                 break
+            if stop.requested:
+                raise stop_here(f"after epoch {epoch}")
 
-        mlflow.log_metrics({f"best_{k}": v for k, v in best.items()})
-        mlflow.set_tag("best_epoch", best_epoch)
-        mlflow.log_artifact(str(run_dir / "best.pt"), artifact_path="checkpoints")
+        tracker.call("logging best metrics", mlflow.log_metrics, {f"best_{k}": v for k, v in best.items()})
+        tracker.call("setting tags", mlflow.set_tag, "best_epoch", best_epoch)
+        tracker.call("logging best.pt", mlflow.log_artifact, str(run_dir / "best.pt"), artifact_path="checkpoints")
         if config.log_model:
-            _log_model(run_dir / "best.pt", config, data.val[0].noisy)
+            tracker.call("logging the model", _log_model, run_dir / "best.pt", config, data.val[0].noisy)
     distributed.shutdown(context)
     return TrainResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", run_id, tracking_uri, best_epoch, best,
                        noisy_metrics, history)
+
+
+def _epoch_metrics(record: dict[str, float]) -> dict[str, float]:
+    """What one epoch logs to MLflow (the noisy scores are logged once, at the start)."""
+    return {k: v for k, v in record.items() if k != "epoch" and not k.startswith("noisy_")}
 
 
 def train_step(net, x, y, optimizer, scaler, loss_fn, use_amp) -> float | None:
@@ -220,18 +261,25 @@ def train_step(net, x, y, optimizer, scaler, loss_fn, use_amp) -> float | None:
 
 
 def _train_epoch(net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp, config, epoch, progress,
-                 context=distributed.Context(), budget_s=None):
-    """Returns (mean loss over ranks, patches/s over all ranks, seconds, stopped on the time budget)."""
+                 stop=None, partial=None, context=distributed.Context(), budget_s=None):
+    """Train one epoch, or its rest after `partial` (losses and seconds so far). Returns (losses, seconds,
+    out_of_time): fewer losses than steps when `stop` was requested (a signal) or the time budget ran out."""
     net.train()
-    losses = []
+    losses = list(partial["losses"]) if partial else []
+    before = float(partial["seconds"]) if partial else 0.0
+    first = len(losses)
     start = time.perf_counter()
-    stopped = False
-    bar = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="step",
-               disable=not progress, leave=False, dynamic_ncols=True, mininterval=0.5 if _is_tty() else 30)
+    out_of_time = False
+    bar = tqdm(range(first, config.steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="step",
+               initial=first, total=config.steps_per_epoch, disable=not progress, leave=False,
+               dynamic_ncols=True, mininterval=0.5 if _is_tty() else 30)
     for step in bar:
-        if budget_s is not None and step:  # every rank stops at the step rank 0 decides
-            stopped = distributed.agree(time.perf_counter() - start >= budget_s, context, device)
-            if stopped:
+        fault_point("step")
+        if stop is not None and stop.requested:
+            break
+        if budget_s is not None and step > first:  # every rank stops at the step rank 0 decides
+            out_of_time = distributed.agree(before + time.perf_counter() - start >= budget_s, context, device)
+            if out_of_time:
                 break
         x, y = sampler.sample()
         x, y = torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(y).to(device, non_blocking=True)
@@ -240,37 +288,43 @@ def _train_epoch(net, sampler, optimizer, scheduler, scaler, loss_fn, device, us
             raise UserError(f"training diverged at epoch {epoch} step {step}; lower lr={config.lr}")
         scheduler.step()
         losses.append(loss)
-        rate = (step + 1) * config.batch_size * context.world_size / (time.perf_counter() - start)
+        rate = len(losses) * config.batch_size * context.world_size / (before + time.perf_counter() - start)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", patches_s=f"{rate:.1f}")
-    seconds = time.perf_counter() - start
-    loss = distributed.mean(float(np.mean(losses)), context, device)
-    return loss, len(losses) * config.batch_size * context.world_size / seconds, seconds, stopped
+    return losses, before + time.perf_counter() - start, out_of_time
 
 
 def _follow(net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp, config, start_epoch, context,
-            budget, train_seconds, rng) -> None:
-    """A rank other than 0: train in step with rank 0 (DDP keeps the weights equal), write and log nothing."""
+            budget, train_seconds, rng, partial=None) -> None:
+    """A rank other than 0: train in step with rank 0 (DDP keeps the weights equal), write and log nothing.
+    The collectives (budget decisions, loss mean, sampler states) come in the same order as on rank 0."""
     for epoch in range(start_epoch + 1, config.epochs + 1):
         if budget is not None and distributed.agree(train_seconds >= budget, context, device):
             break
-        *_, seconds, stopped = _train_epoch(net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp,
-                                            config, epoch, False, context,
-                                            None if budget is None else budget - train_seconds)
+        losses, seconds, out_of_time = _train_epoch(
+            net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp, config, epoch, False, None,
+            partial, context, None if budget is None else budget - train_seconds)
+        partial = None
         train_seconds += seconds
+        distributed.mean(float(np.mean(losses)), context, device)
         distributed.gather(rng.bit_generator.state, context)  # rank 0 saves every rank's sampler state
-        if stopped:
+        if out_of_time:
             break
     distributed.shutdown(context)
 
 
 @torch.no_grad()
 def validate(model: UNet, normalization: Normalization, pairs: list[ImagePair], device: torch.device,
-             loss_fn: torch.nn.Module) -> dict[str, float]:
+             loss_fn: torch.nn.Module, should_stop=None) -> dict[str, float] | None:
     """Whole-image validation: loss in normalized units, PSNR/SI-PSNR/SSIM in the target's units as the
-    challenge scores them (prediction in the input's units against the raw target)."""
+    challenge scores them (prediction in the input's units against the raw target). None when
+    `should_stop()` turned true between images (a signal: validation is redone on resume)."""
     model.eval()
     scores: dict[str, list[float]] = {"val_loss": [], "val_psnr": [], "val_si_psnr": [], "val_ssim": []}
-    for pair in pairs:
+    for index, pair in enumerate(pairs):
+        if index == 1:
+            fault_point("validate")
+        if should_stop is not None and should_stop():
+            return None
         prediction = predict_image(model, normalization, pair.noisy, device)
         stats_in, stats_out = normalization.stats(pair.noisy), normalization.target_stats(pair.noisy, pair.clean)
         predicted_n = (prediction - stats_in[0]) / stats_in[1]
@@ -334,18 +388,21 @@ def _payload(model, config, normalization, data, run_dir, run_id, epoch, history
     }
 
 
-def _log_pictures(model, normalization, pairs, device, history, epoch, config) -> None:
+def _log_pictures(tracker, model, normalization, pairs, device, history, epoch, config) -> None:
+    if tracker.offline:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         curve = Path(tmp) / "loss_curve.png"
         loss_curve_png(curve, history)
-        mlflow.log_artifact(str(curve))
+        tracker.call("logging loss_curve.png", mlflow.log_artifact, str(curve))
     if epoch % config.panel_every and epoch != config.epochs:
         return
     for pair in pairs[:PANEL_IMAGES]:
         prediction = predict_image(model, normalization, pair.noisy, device)
         value_range = display_range(pair.clean)  # one range for all three, so brightness compares honestly
         image = panel([pair.noisy, prediction, pair.clean], [value_range] * 3)
-        mlflow.log_image(image, artifact_file=f"panels/{pair.name}/epoch_{epoch:03d}.png")
+        tracker.call("logging panels", mlflow.log_image, image,
+                     artifact_file=f"panels/{pair.name}/epoch_{epoch:03d}.png")
 
 
 def _log_model(best_path: Path, config: TrainConfig, example: np.ndarray) -> None:
@@ -373,10 +430,13 @@ def _new_run_dir(config: TrainConfig) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(config.out_dir) / (f"{stamp}-{config.run_name}" if config.run_name else stamp)
     path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path.resolve()
+    while True:  # mkdir claims the name atomically: two runs started in the same second get two folders
+        try:
+            path.mkdir(parents=True)
+            return path.resolve()
+        except FileExistsError:
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
 
 
 def resume_config(resume: str | Path, epochs: int | None = None) -> TrainConfig:

@@ -21,9 +21,9 @@ class W2SGroup(click.Group):
         except UserError as exc:
             click.echo(f"w2s: error: {exc}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("w2s: interrupted", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:  # training.resilience.Interrupted says what was saved, and its code
+            click.echo(f"w2s: {exc or 'interrupted'}", err=True)
+            sys.exit(getattr(exc, "exit_code", 130))
 
 
 @click.group(cls=W2SGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -122,9 +122,8 @@ def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatc
     save_checkpoint(tmp_path / "last.pt", payload)
     before = (tmp_path / "last.pt").read_bytes()
 
-    def torn_save(obj, path):
-        with open(path, "wb") as handle:
-            handle.write(b"half a checkpoint")
+    def torn_save(obj, handle):
+        handle.write(b"half a checkpoint")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ckpt.torch, "save", torn_save)
