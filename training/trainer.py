@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from training.blindspot import BlindSpotSampler, MaskedLoss, epoch_summary, improved, validate_n2v
 from training.checkpoint import code_version, read_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data.layouts import ImagePair, discover_pairs, fingerprint, load_pairs
@@ -63,6 +64,8 @@ def prepare_data(config: TrainConfig, progress: bool = True) -> PreparedData:
     """Find, split and load the pairs; every data problem surfaces here, before anything is written."""
     root = Path(config.data) if config.data else ensure_synthetic_w2s(DEMO_DATA_DIR, progress=progress)
     layout, sources = discover_pairs(root, config.layout, config.noise_level, config.cache_dir, progress)
+    if layout == "noisy" and config.task != "n2v":
+        raise UserError(f"{root}: noisy images only, no targets to train '{config.task}' on (use --task n2v)")
     split = split_by_fov(sources, config.val_fovs, config.test_fovs)
     if not split.train:
         raise UserError(f"{root}: no training images left after holding out val FOVs {config.val_fovs} "
@@ -93,7 +96,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     if target_norm == "auto":
         target_norm = "own" if data.layout == "8bit" else "input"
     normalization = fit_normalization(config.normalization, config.percentiles, target_norm,
-                                      [img for p in data.train for img in (p.noisy, p.clean)])
+                                      [img for p in data.train for img in (p.noisy, p.clean)[:1 if config.task == "n2v" else 2]])
     if state is not None:
         normalization = Normalization.from_dict(state["normalization"])
         if state["data_fingerprint"] != data.fingerprint:
@@ -114,8 +117,11 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = torch.nn.L1Loss() if config.loss == "l1" else torch.nn.MSELoss()
     sampler = PatchSampler(data.train, normalization, config.patch_size, config.batch_size, config.augment, rng)
+    train_loss_fn = loss_fn
+    if config.task == "n2v":  # noisy patches, blind-spot masked; the loss sees the masked pixels only
+        sampler, train_loss_fn = BlindSpotSampler(data.train, normalization, config, rng), MaskedLoss(config.loss)
 
-    start_epoch, history, best = 0, [], {"val_psnr": -math.inf}
+    start_epoch, history, best = 0, [], {}
     best_epoch = 0
     if state is not None:
         model.load_state_dict(state["model_state"])
@@ -149,14 +155,15 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
         write_text(run_dir.parent / "latest", str(run_dir))
 
         for epoch in range(start_epoch + 1, config.epochs + 1):
-            train_loss, patches_per_s = _train_epoch(model, sampler, optimizer, scheduler, scaler, loss_fn, device,
+            train_loss, patches_per_s = _train_epoch(model, sampler, optimizer, scheduler, scaler, train_loss_fn, device,
                                                      use_amp, config, epoch, progress)
-            val = validate(model, normalization, data.val, device, loss_fn)
+            val = (validate_n2v(model, normalization, data.val, device, config) if config.task == "n2v"
+                   else validate(model, normalization, data.val, device, loss_fn))
             record = {"epoch": epoch, "train_loss": train_loss, **val, "lr": scheduler.get_last_lr()[0],
                       "patches_per_s": patches_per_s, **{f"noisy_{k}": v for k, v in noisy_metrics.items()}}
             history.append(record)
             mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch" and not k.startswith("noisy_")}, step=epoch)
-            if val["val_psnr"] > best["val_psnr"]:
+            if improved(config.task, val, best):
                 best, best_epoch = {k: v for k, v in val.items()}, epoch
                 save_checkpoint(run_dir / "best.pt", _payload(model, config, normalization, data, run_dir, run_id,
                                                               epoch, history, best, best_epoch))
@@ -166,9 +173,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                 "rng": {"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state},
             })
             _log_pictures(model, normalization, data.val, device, history, epoch, config)
-            tqdm.write(f"epoch {epoch}/{config.epochs}: train_loss {train_loss:.4f}  val_psnr {val['val_psnr']:.2f} dB  "
-                       f"val_si_psnr {val['val_si_psnr']:.2f} dB  val_ssim {val['val_ssim']:.4f}  "
-                       f"(noisy {noisy_metrics['psnr']:.2f} dB)  {patches_per_s:.1f} patches/s")
+            tqdm.write(f"epoch {epoch}/{config.epochs}: train_loss {train_loss:.4f}  {epoch_summary(val, noisy_metrics)}  "
+                       f"{patches_per_s:.1f} patches/s")
 
         mlflow.log_metrics({f"best_{k}": v for k, v in best.items()})
         mlflow.set_tag("best_epoch", best_epoch)
@@ -225,7 +231,9 @@ def validate(model: UNet, normalization: Normalization, pairs: list[ImagePair], 
 
 
 def _noisy_metrics(pairs: list[ImagePair]) -> dict[str, float]:
-    """The bar every model must clear: the noisy input itself scored against the target."""
+    """The bar every model must clear: the noisy input itself scored against the target (none without targets)."""
+    if any(pair.clean is None for pair in pairs):
+        return {}
     metrics = {"psnr": [], "si_psnr": [], "ssim": []}
     for pair in pairs:
         clean, noisy = np.asarray(pair.clean, np.float32), np.asarray(pair.noisy, np.float32)
@@ -284,8 +292,9 @@ def _log_pictures(model, normalization, pairs, device, history, epoch, config) -
         return
     for pair in pairs[:PANEL_IMAGES]:
         prediction = predict_image(model, normalization, pair.noisy, device)
-        value_range = display_range(pair.clean)  # one range for all three, so brightness compares honestly
-        image = panel([pair.noisy, prediction, pair.clean], [value_range] * 3)
+        images = [pair.noisy, prediction] + ([pair.clean] if pair.clean is not None else [])
+        value_range = display_range(images[-1])  # one range for all, so brightness compares honestly
+        image = panel(images, [value_range] * len(images))
         mlflow.log_image(image, artifact_file=f"panels/{pair.name}/epoch_{epoch:03d}.png")
 
 
