@@ -134,9 +134,11 @@ def improved(task: str, val: dict[str, float], best: dict[str, float]) -> bool:
     return val["val_psnr"] > best.get("val_psnr", -np.inf)
 
 
-def epoch_summary(val: dict[str, float], noisy: dict[str, float]) -> str:
-    """The per-epoch console line's scores: whichever metrics this validation could compute."""
+def epoch_summary(task: str, val: dict[str, float], noisy: dict[str, float]) -> str:
+    """The per-epoch console line's scores: whichever metrics this validation could compute (and, for n2v,
+    the blind-spot loss that selects the best epoch)."""
     if "val_psnr" not in val:
         return f"val_loss {val['val_loss']:.4f} (no targets)"
-    return (f"val_psnr {val['val_psnr']:.2f} dB  val_si_psnr {val['val_si_psnr']:.2f} dB  val_ssim "
-            f"{val['val_ssim']:.4f}  (noisy {noisy['psnr']:.2f} dB)")
+    scores = (f"val_psnr {val['val_psnr']:.2f} dB  val_si_psnr {val['val_si_psnr']:.2f} dB  "
+              f"val_ssim {val['val_ssim']:.4f}  (noisy {noisy['psnr']:.2f} dB)")
+    return f"val_loss {val['val_loss']:.4f}  {scores}" if task == "n2v" else scores

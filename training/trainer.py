@@ -173,7 +173,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                 "rng": {"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state},
             })
             _log_pictures(model, normalization, data.val, device, history, epoch, config)
-            tqdm.write(f"epoch {epoch}/{config.epochs}: train_loss {train_loss:.4f}  {epoch_summary(val, noisy_metrics)}  "
+            tqdm.write(f"epoch {epoch}/{config.epochs}: train_loss {train_loss:.4f}  {epoch_summary(config.task, val, noisy_metrics)}  "
                        f"{patches_per_s:.1f} patches/s")
 
         mlflow.log_metrics({f"best_{k}": v for k, v in best.items()})
