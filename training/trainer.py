@@ -96,7 +96,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     if target_norm == "auto":
         target_norm = "own" if data.layout == "8bit" else "input"
     normalization = fit_normalization(config.normalization, config.percentiles, target_norm,
-                                      [img for p in data.train for img in (p.noisy, p.clean)[:1 if config.task == "n2v" else 2]])
+                                      [img for p in data.train for img in _training_images(p, config.task)])
     if state is not None:
         normalization = Normalization.from_dict(state["normalization"])
         if state["data_fingerprint"] != data.fingerprint:
@@ -228,6 +228,11 @@ def validate(model: UNet, normalization: Normalization, pairs: list[ImagePair], 
         scores["val_si_psnr"].append(scale_invariant_psnr(clean, prediction))
         scores["val_ssim"].append(ssim(clean, prediction))
     return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def _training_images(pair: ImagePair, task: str) -> tuple[np.ndarray, ...]:
+    """What training may look at: n2v never sees a target, not even for normalization statistics."""
+    return (pair.noisy,) if task == "n2v" else (pair.noisy, pair.clean)
 
 
 def _noisy_metrics(pairs: list[ImagePair]) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """`w2s train --task n2v` end to end: paired data (targets ignored for training, scored in validation),
-noisy-only TIFF stacks (validation reports the blind-spot loss only), then the unchanged evaluate / predict
-paths on the checkpoints it writes."""
+noisy-only TIFF stacks (validation reports the blind-spot loss only), then the unchanged evaluate / predict /
+container paths on the checkpoints it writes."""
 
 from __future__ import annotations
 
@@ -82,6 +82,19 @@ def test_n2v_trains_on_noisy_only_stacks_predicts_and_is_not_evaluated(tmp_path)
     assert predicted.exit_code == 0, predicted.output
     output = tifffile.imread(tmp_path / "out" / "cells.tif")
     assert output.shape == (2, 2, 32, 40) and np.isfinite(output).all()
+
+    # the challenge container's entrypoint serves it as any model, with w2s predict's output
+    from submission.inference import OUTPUT_SUBDIR, main
+    from submission.package import package_model
+
+    package_model(run_dir / "best.pt", tmp_path / "model")
+    case = tmp_path / "in" / "images" / "image-stack-unstructured-noise" / "cells.tif"
+    case.parent.mkdir(parents=True)
+    case.write_bytes((data / "a" / "deep" / "cells.tif").read_bytes())
+    assert main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "container"), "--model-dir",
+                 str(tmp_path / "model"), "--device", "cpu"]) == 0
+    served = tifffile.imread(tmp_path / "container" / OUTPUT_SUBDIR / "cells.tif")
+    np.testing.assert_allclose(served, output, rtol=1e-5, atol=1e-5 * float(np.abs(output).max()))
 
     refused = invoke(["evaluate", "--model", str(run_dir), "--data", str(data), "--baselines", "none", "--quiet"])
     assert refused.exit_code == 2 and "no targets to score" in refused.output, refused.output
