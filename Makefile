@@ -10,6 +10,7 @@ TORCH    ?= torch==2.13.0
 DATA     ?=
 CONFIG   ?= $(if $(DATA),,configs/demo.yaml)
 EPOCHS   ?=
+TASK     ?=
 DEVICE   ?=
 RESUME   ?=
 ARGS     ?=
@@ -22,7 +23,7 @@ MLFLOW_PORT ?= 5000
 NPROC    ?=
 BENCH_ARGS ?=
 
-TRAIN_FLAGS = $(if $(RESUME),,$(if $(CONFIG),--config $(CONFIG))) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+TRAIN_FLAGS = $(if $(RESUME),,$(if $(CONFIG),--config $(CONFIG))) $(if $(TASK),--task $(TASK)) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
               $(if $(DEVICE),--device $(DEVICE)) $(if $(RESUME),--resume $(RESUME)) $(ARGS)
 
 EVAL_FLAGS = --model $(or $(MODEL),runs/latest) $(if $(DATA),--data $(DATA)) $(if $(SPLIT),--split $(SPLIT)) $(ARGS)
@@ -32,7 +33,8 @@ COMPARE_FLAGS = $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(SORT),--so
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
-	@echo "Variables: DATA=dir CONFIG=file EPOCHS=n DEVICE=auto|cpu|cuda RESUME=runs/latest ARGS='--lr 1e-3 ...' NPROC=n"
+	@echo "Variables: DATA=dir CONFIG=file TASK=denoise|n2v EPOCHS=n DEVICE=auto|cpu|cuda RESUME=runs/latest NPROC=n"
+	@echo "           ARGS='--lr 1e-3 ...'"
 	@echo "           MODEL=checkpoint|run dir|runs:/ID/model|models:/w2s-unet@ALIAS SPLIT=test|val SORT=metric EXPERIMENT=name"
 
 install: $(VENV)/.installed ## Create .venv with pinned torch and the project (idempotent)

@@ -89,6 +89,8 @@ def select_data(root: str | Path, split: str = "auto", noise_level: str = "avg1"
         raise UserError(f"unknown split '{split}': expected {' | '.join(SPLITS)}")
     root = Path(root)
     layout, sources = discover_pairs(root, layout, noise_level, cache_dir)
+    if layout == "noisy":
+        raise UserError(f"{root}: noisy images only, no targets to score predictions against")
     groups = split_by_fov(sources, val_fovs, test_fovs)
     name = held_out_split(groups) if split == "auto" else split
     chosen = getattr(groups, name)

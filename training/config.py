@@ -11,7 +11,8 @@ from typing import Any
 from training.errors import UserError
 
 NOISE_LEVELS = ("avg1", "avg2", "avg4", "avg8", "avg16")
-LAYOUTS = ("auto", "8bit", "normalized", "raw", "paired")
+LAYOUTS = ("auto", "8bit", "normalized", "raw", "paired", "noisy")
+TASKS = ("denoise", "n2v")  # supervised noisy -> clean; self-supervised Noise2Void (no targets needed)
 
 
 @dataclass
@@ -45,6 +46,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 class TrainConfig:
     """Everything that determines a training run; `asdict()` of it is logged to MLflow and checkpointed."""
 
+    task: str = "denoise"
+    n2v_fraction: float = 0.002  # n2v: share of each patch's pixels masked (N2V's 0.2%)
+    n2v_radius: int = 2  # n2v: a masked pixel takes the value of a random other pixel within this radius
     # data
     data: str = ""  # dataset root; empty = the embedded synthetic demo dataset
     layout: str = "auto"
@@ -85,6 +89,9 @@ class TrainConfig:
     log_model: bool = True
 
     def validate(self) -> "TrainConfig":
+        _check(self.task in TASKS, "task", self.task, " | ".join(TASKS))
+        _check(0 < self.n2v_fraction <= 0.25, "n2v_fraction", self.n2v_fraction, "a fraction in (0, 0.25]")
+        _check(1 <= self.n2v_radius <= 16, "n2v_radius", self.n2v_radius, "an integer from 1 to 16")
         _check(self.layout in LAYOUTS, "layout", self.layout, " | ".join(LAYOUTS))
         _check(self.noise_level in NOISE_LEVELS, "noise_level", self.noise_level, " | ".join(NOISE_LEVELS))
         _check(self.normalization in ("percentile", "meanstd"), "normalization", self.normalization,

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from training import distributed
+from training.blindspot import BlindSpotSampler, MaskedLoss, epoch_summary, improved, validate_n2v
 from training.checkpoint import code_version, read_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data.layouts import ImagePair, discover_pairs, fingerprint, load_pairs
@@ -65,6 +66,8 @@ def prepare_data(config: TrainConfig, progress: bool = True) -> PreparedData:
     """Find, split and load the pairs; every data problem surfaces here, before anything is written."""
     root = Path(config.data) if config.data else ensure_synthetic_w2s(DEMO_DATA_DIR, progress=progress)
     layout, sources = discover_pairs(root, config.layout, config.noise_level, config.cache_dir, progress)
+    if layout == "noisy" and config.task != "n2v":
+        raise UserError(f"{root}: noisy images only, no targets to train '{config.task}' on (use --task n2v)")
     split = split_by_fov(sources, config.val_fovs, config.test_fovs)
     if not split.train:
         raise UserError(f"{root}: no training images left after holding out val FOVs {config.val_fovs} "
@@ -104,7 +107,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     if target_norm == "auto":
         target_norm = "own" if data.layout == "8bit" else "input"
     normalization = fit_normalization(config.normalization, config.percentiles, target_norm,
-                                      [img for p in data.train for img in (p.noisy, p.clean)])
+                                      [img for p in data.train for img in _training_images(p, config.task)])
     if state is not None:
         normalization = Normalization.from_dict(state["normalization"])
         if state["data_fingerprint"] != data.fingerprint:
@@ -122,8 +125,11 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = torch.nn.L1Loss() if config.loss == "l1" else torch.nn.MSELoss()
     sampler = PatchSampler(data.train, normalization, config.patch_size, config.batch_size, config.augment, rng)
+    train_loss_fn = loss_fn
+    if config.task == "n2v":  # noisy patches, blind-spot masked; the loss sees the masked pixels only
+        sampler, train_loss_fn = BlindSpotSampler(data.train, normalization, config, rng), MaskedLoss(config.loss)
 
-    start_epoch, history, best = 0, [], {"val_psnr": -math.inf}
+    start_epoch, history, best = 0, [], {}
     best_epoch, partial = 0, None
     if state is not None:
         model.load_state_dict(state["model_state"])
@@ -148,7 +154,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     train_seconds = 60 * history[-1].get("train_minutes", 0.0) if history else 0.0
     budget = 60 * config.max_minutes if config.max_minutes else None
     if not context.is_main:
-        _follow(net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp, config, start_epoch, context,
+        _follow(net, sampler, optimizer, scheduler, scaler, train_loss_fn, device, use_amp, config, start_epoch, context,
                 budget, train_seconds, rng, partial)
         return None
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -196,7 +202,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
             if budget is not None and distributed.agree(train_seconds >= budget, context, device):
                 break
             losses, seconds, out_of_time = _train_epoch(
-                net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp, config, epoch, progress,
+                net, sampler, optimizer, scheduler, scaler, train_loss_fn, device, use_amp, config, epoch, progress,
                 stop, partial, context, None if budget is None else budget - train_seconds)
             partial = None
             done = {"losses": losses, "seconds": seconds}
@@ -205,14 +211,15 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
             train_seconds += seconds
             train_loss = distributed.mean(float(np.mean(losses)), context, device)
             patches_per_s = len(losses) * config.batch_size * context.world_size / seconds
-            val = validate(model, normalization, data.val, device, loss_fn, should_stop=lambda: stop.requested)
+            val = (validate_n2v(model, normalization, data.val, device, config) if config.task == "n2v"
+                   else validate(model, normalization, data.val, device, loss_fn, should_stop=lambda: stop.requested))
             if val is None:
                 raise stop_here(f"during validation of epoch {epoch}", done)
             record = {"epoch": epoch, "train_loss": train_loss, **val, "lr": scheduler.get_last_lr()[0],
                       "patches_per_s": patches_per_s, "train_minutes": train_seconds / 60,
                       **{f"noisy_{k}": v for k, v in noisy_metrics.items()}}
             history.append(record)
-            if val["val_psnr"] > best["val_psnr"]:
+            if improved(config.task, val, best):
                 best, best_epoch = {k: v for k, v in val.items()}, epoch
                 save_checkpoint(run_dir / "best.pt", _payload(model, config, normalization, data, run_dir, run_id,
                                                               epoch, history, best, best_epoch))
@@ -221,9 +228,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
             # logged after the checkpoint: an epoch in MLflow is always one that --resume will not redo
             tracker.call("logging metrics", mlflow.log_metrics, _epoch_metrics(record), step=epoch)
             _log_pictures(tracker, model, normalization, data.val, device, history, epoch, config)
-            tqdm.write(f"epoch {epoch}/{config.epochs}: train_loss {train_loss:.4f}  val_psnr {val['val_psnr']:.2f} dB  "
-                       f"val_si_psnr {val['val_si_psnr']:.2f} dB  val_ssim {val['val_ssim']:.4f}  "
-                       f"(noisy {noisy_metrics['psnr']:.2f} dB)  {patches_per_s:.1f} patches/s")
+            tqdm.write(f"epoch {epoch}/{config.epochs}: train_loss {train_loss:.4f}  "
+                       f"{epoch_summary(config.task, val, noisy_metrics)}  {patches_per_s:.1f} patches/s")
             fault_point("epoch_end")
             if out_of_time:
                 tqdm.write(f"time budget of {config.max_minutes:g} min of training reached")
@@ -337,8 +343,15 @@ def validate(model: UNet, normalization: Normalization, pairs: list[ImagePair], 
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
+def _training_images(pair: ImagePair, task: str) -> tuple[np.ndarray, ...]:
+    """What training may look at: n2v never sees a target, not even for normalization statistics."""
+    return (pair.noisy,) if task == "n2v" else (pair.noisy, pair.clean)
+
+
 def _noisy_metrics(pairs: list[ImagePair]) -> dict[str, float]:
-    """The bar every model must clear: the noisy input itself scored against the target."""
+    """The bar every model must clear: the noisy input itself scored against the target (none without targets)."""
+    if any(pair.clean is None for pair in pairs):
+        return {}
     metrics = {"psnr": [], "si_psnr": [], "ssim": []}
     for pair in pairs:
         clean, noisy = np.asarray(pair.clean, np.float32), np.asarray(pair.noisy, np.float32)
@@ -399,10 +412,10 @@ def _log_pictures(tracker, model, normalization, pairs, device, history, epoch, 
         return
     for pair in pairs[:PANEL_IMAGES]:
         prediction = predict_image(model, normalization, pair.noisy, device)
-        value_range = display_range(pair.clean)  # one range for all three, so brightness compares honestly
-        image = panel([pair.noisy, prediction, pair.clean], [value_range] * 3)
-        tracker.call("logging panels", mlflow.log_image, image,
-                     artifact_file=f"panels/{pair.name}/epoch_{epoch:03d}.png")
+        images = [pair.noisy, prediction] + ([pair.clean] if pair.clean is not None else [])
+        value_range = display_range(images[-1])  # one range for all, so brightness compares honestly
+        image = panel(images, [value_range] * len(images))
+        tracker.call("logging panels", mlflow.log_image, image, artifact_file=f"panels/{pair.name}/epoch_{epoch:03d}.png")
 
 
 def _log_model(best_path: Path, config: TrainConfig, example: np.ndarray) -> None:

@@ -43,12 +43,14 @@ def loss_curve_png(path: str | Path, history: list[dict[str, float]]) -> None:
     ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss (normalized units)", yscale="log", title="loss")
     ax_loss.legend()
-    ax_psnr.plot(epochs, [h["val_psnr"] for h in history], "o-", label="PSNR")
-    ax_psnr.plot(epochs, [h["val_si_psnr"] for h in history], "o-", label="SI-PSNR")
+    if history and "val_psnr" in history[0]:  # absent when the validation data have no targets
+        ax_psnr.plot(epochs, [h["val_psnr"] for h in history], "o-", label="PSNR")
+        ax_psnr.plot(epochs, [h["val_si_psnr"] for h in history], "o-", label="SI-PSNR")
     if history and "noisy_psnr" in history[0]:
         ax_psnr.axhline(history[0]["noisy_psnr"], color="gray", ls="--", label="noisy input PSNR")
     ax_psnr.set(xlabel="epoch", ylabel="dB", title="validation")
-    ax_psnr.legend()
+    if ax_psnr.lines:
+        ax_psnr.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from training.config import LAYOUTS, NOISE_LEVELS, PRESETS, TrainConfig, load_config_file
+from training.config import LAYOUTS, NOISE_LEVELS, PRESETS, TASKS, TrainConfig, load_config_file
 from training.errors import UserError
 
 
@@ -33,7 +33,7 @@ def cli() -> None:
 
 # option name -> config key; None values (not given) leave the config file / defaults alone
 TRAIN_OPTIONS = {
-    "data": "data", "layout": "layout", "noise_level": "noise_level", "val_fovs": "val_fovs",
+    "task": "task", "data": "data", "layout": "layout", "noise_level": "noise_level", "val_fovs": "val_fovs",
     "cache_dir": "cache_dir", "normalization": "normalization", "preset": "preset", "epochs": "epochs",
     "steps_per_epoch": "steps_per_epoch", "batch_size": "batch_size", "patch_size": "patch_size", "loss": "loss",
     "lr": "lr", "seed": "seed", "device": "device", "out_dir": "out_dir", "run_name": "run_name",
@@ -45,6 +45,7 @@ TRAIN_OPTIONS = {
 
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML or JSON config file.")
+@click.option("--task", type=click.Choice(TASKS), help="denoise (supervised, default) | n2v (Noise2Void: noisy images only).")
 @click.option("--data", help="Dataset root (any W2S layout or inputs/ + targets/). Default: embedded synthetic demo data.")
 @click.option("--layout", type=click.Choice(LAYOUTS), help="Force a data layout instead of detecting it.")
 @click.option("--noise-level", type=click.Choice(NOISE_LEVELS), help="Input noise level (target is avg400).")
@@ -87,10 +88,11 @@ def train(config_file: str | None, sets: tuple[str, ...], resume: str | None, qu
     if result is None:  # a torchrun rank other than 0: rank 0 reports
         return
     best = result.best_metrics
+    scores = (f"val PSNR {best['val_psnr']:.2f} dB, SI-PSNR {best['val_si_psnr']:.2f} dB, SSIM {best['val_ssim']:.4f}  "
+              f"(noisy input: {result.noisy_metrics['psnr']:.2f} dB, {result.noisy_metrics['si_psnr']:.2f} dB, "
+              f"{result.noisy_metrics['ssim']:.4f})" if "val_psnr" in best else f"val loss {best['val_loss']:.4f} (no targets)")
     click.echo(
-        f"\nbest epoch {result.best_epoch}: val PSNR {best['val_psnr']:.2f} dB, SI-PSNR {best['val_si_psnr']:.2f} dB, "
-        f"SSIM {best['val_ssim']:.4f}  (noisy input: {result.noisy_metrics['psnr']:.2f} dB, "
-        f"{result.noisy_metrics['si_psnr']:.2f} dB, {result.noisy_metrics['ssim']:.4f})\n"
+        f"\nbest epoch {result.best_epoch}: {scores}\n"
         f"best checkpoint: {result.best_checkpoint}\n"
         f"MLflow run:      {result.run_id} ({result.tracking_uri})\n"
         f"look at it:      make mlflow-ui   (then open http://127.0.0.1:5000)"

@@ -4,6 +4,8 @@
 2. `normalized`: ROOT/normalized/avg{N}/FFF_c.npy          (W2S's z-scored release)
 3. `raw`:        ROOT/ImageFFF/wf_channel{c}.npy           (400 x 512 x 512 uint16 frame stacks)
 4. `paired`:     ROOT/inputs/NAME.tif + ROOT/targets/NAME.tif (any dataset; stacks are split into 2-D slices)
+5. `noisy`:      ROOT/**/NAME.tif, noisy images only (e.g. the challenge's inputs); no targets, so only
+                 self-supervised tasks (`--task n2v`) train on it
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ W2S_NAME = re.compile(r"^(\d{3})_(\d+)$")
 RAW_DIR = re.compile(r"^Image(\d{3})$")
 RAW_STACK = re.compile(r"^wf_channel(\d+)\.npy$")
 TARGET_LEVEL = "avg400"
+TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class PairSource:
     group: str  # unit of splitting: the FOV ("071") or, for the paired layout, the file stem
     fov: int | None
     input_path: Path
-    target_path: Path
+    target_path: Path | None  # None: noisy-only data
     slice_index: int | None = None  # index into the flattened leading axes of a paired stack
 
 
@@ -42,7 +45,7 @@ class ImagePair:
 
     source: PairSource
     noisy: np.ndarray
-    clean: np.ndarray
+    clean: np.ndarray | None  # None: noisy-only data
 
     @property
     def name(self) -> str:
@@ -64,9 +67,11 @@ def detect_layout(root: Path) -> str:
         return "raw"
     if not any(root.iterdir()):
         raise UserError(f"{root}: data directory is empty")
+    if any(p.suffix.lower() in TIFF_SUFFIXES for p in root.rglob("*")):
+        return "noisy"
     raise UserError(
         f"{root}: unknown data layout (expected {{train,test}}/avgN/*.png, normalized/avgN/*.npy, "
-        "ImageFFF/wf_channelC.npy, or inputs/ + targets/)"
+        "ImageFFF/wf_channelC.npy, inputs/ + targets/, or noisy *.tif stacks)"
     )
 
 
@@ -86,7 +91,8 @@ def _discover_pairs(root: Path, layout: str, noise_level: str, cache_dir: str,
         layout = detect_layout(root)
     elif not root.is_dir():
         raise UserError(f"{root}: data directory not found")
-    finder = {"8bit": _eight_bit_pairs, "normalized": _normalized_pairs, "paired": _paired_pairs}.get(layout)
+    finder = {"8bit": _eight_bit_pairs, "normalized": _normalized_pairs, "paired": _paired_pairs,
+              "noisy": _noisy_sources}.get(layout)
     if layout == "raw":
         from training.data.raw import raw_pairs
 
@@ -106,7 +112,12 @@ def load_pairs(sources: list[PairSource], check: bool = True) -> list[ImagePair]
     pairs = []
     for src in sources:
         noisy = _read_2d(src.input_path, src.slice_index, cache)
-        clean = _read_2d(src.target_path, src.slice_index, cache)
+        clean = None if src.target_path is None else _read_2d(src.target_path, src.slice_index, cache)
+        if clean is None:
+            if check:
+                check_finite(noisy, src.input_path)
+            pairs.append(ImagePair(src, noisy, None))
+            continue
         if noisy.shape != clean.shape:
             raise UserError(f"{src.input_path}: shape {noisy.shape} does not match target {src.target_path} {clean.shape}")
         if check:
@@ -122,7 +133,7 @@ def fingerprint(sources: list[PairSource]) -> str:
     seen: set[Path] = set()
     for src in sources:
         for path in (src.input_path, src.target_path):
-            if path in seen:
+            if path is None or path in seen:
                 continue
             seen.add(path)
             stat = path.stat()
@@ -186,7 +197,7 @@ def _normalized_pairs(root: Path, noise_level: str) -> list[PairSource]:
 
 def _paired_pairs(root: Path, noise_level: str) -> list[PairSource]:
     """Generic layout: inputs/X.tif matched to targets/X.tif by file name; stacks become 2-D slices."""
-    suffixes = {".tif", ".tiff"}
+    suffixes = TIFF_SUFFIXES
     for folder in ("inputs", "targets"):
         if not (root / folder).is_dir():
             raise UserError(f"{root}: not a paired layout (no {folder}/ folder)")
@@ -205,12 +216,23 @@ def _paired_pairs(root: Path, noise_level: str) -> list[PairSource]:
         target_shape = tiff_shape(targets[stem])
         if shape != target_shape:
             raise UserError(f"{in_path}: shape {shape} does not match target {targets[stem]} {target_shape}")
-        if len(shape) < 2:
-            raise UserError(f"{in_path}: expected an image with at least 2 axes, got shape {shape}")
-        n_slices = int(np.prod(shape[:-2])) if len(shape) > 2 else 0
-        if n_slices == 0:
-            pairs.append(PairSource(stem, stem, None, in_path, targets[stem]))
-        else:
-            pairs += [PairSource(f"{stem}[{i}]", stem, None, in_path, targets[stem], i) for i in range(n_slices)]
+        pairs += _slice_sources(stem, in_path, targets[stem], shape)
     return pairs
 
+
+def _noisy_sources(root: Path, noise_level: str) -> list[PairSource]:
+    """Noisy-only layout: every TIFF under ROOT (any depth), named by its path; stacks become 2-D slices."""
+    sources = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in TIFF_SUFFIXES and p.is_file()):
+        stem = path.relative_to(root).with_suffix("").as_posix()
+        sources += _slice_sources(stem, path, None, tiff_shape(path))
+    return sources
+
+
+def _slice_sources(stem: str, path: Path, target: Path | None, shape: tuple[int, ...]) -> list[PairSource]:
+    """One source for a 2-D TIFF, one per 2-D slice of a stack (leading axes flattened)."""
+    if len(shape) < 2:
+        raise UserError(f"{path}: expected an image with at least 2 axes, got shape {shape}")
+    if len(shape) == 2:
+        return [PairSource(stem, stem, None, path, target)]
+    return [PairSource(f"{stem}[{i}]", stem, None, path, target, i) for i in range(int(np.prod(shape[:-2])))]
