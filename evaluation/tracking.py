@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.metrics import METRICS
+from training.errors import first_line
 from training.tracking import resolve_tracking_uri
 
 METRIC_PREFIX = "test_"
@@ -51,8 +52,7 @@ def log_to_training_run(run_id: str, tracking_uri: str, summary: dict[str, Any],
         if out_dir is not None:
             client.log_artifacts(run_id, str(out_dir), artifact_path=f"evaluation/{data['split']}")
     except (MlflowException, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"not logged to MLflow: {first}"
+        return f"not logged to MLflow: {first_line(exc)}"
     return f"logged {', '.join(METRIC_PREFIX + m for m in METRICS)} and evaluation/{data['split']}/ to MLflow run {run_id} ({tracking_uri})"
 
 

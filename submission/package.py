@@ -25,7 +25,7 @@ from typing import Any
 
 from submission.inference import (CHECKPOINT_NAME, CONFIG_NAME, DEFAULT_TILE, MANIFEST_FORMAT, MANIFEST_NAME,
                                   sha256_file)
-from training.errors import UserError
+from training.errors import UserError, first_line
 
 PACKAGED_NAMES = (CHECKPOINT_NAME, CONFIG_NAME, MANIFEST_NAME)
 
@@ -116,9 +116,9 @@ def _fetch_from_mlflow(spec: str, tmp: Path, tracking_uri: str) -> tuple[Path, d
             info.update(_describe_uri(spec))
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp)))
         except MlflowException as exc:
-            raise UserError(f"{spec}: cannot fetch the model from MLflow at {resolved_uri} ({_first_line(exc)})") from None
+            raise UserError(f"{spec}: cannot fetch the model from MLflow at {resolved_uri} ({first_line(exc)})") from None
         except OSError as exc:
-            raise UserError(f"{spec}: cannot fetch the model from MLflow ({_first_line(exc)})") from None
+            raise UserError(f"{spec}: cannot fetch the model from MLflow ({first_line(exc)})") from None
     if local.is_file():
         return local, info
     for candidate in CHECKPOINT_CANDIDATES:
@@ -149,10 +149,6 @@ def _describe_uri(spec: str) -> dict[str, Any]:
         return {"registered_model": name_part[0]}
     return {"registered_model": name, "version": str(version.version), "run_id": version.run_id or "", **extra}
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def describe(manifest: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ import torch
 
 from training.config import TrainConfig
 from training.data.normalization import Normalization
-from training.errors import UserError
+from training.errors import UserError, first_line
 from training.io import write_bytes
 from training.model import UNet
 
@@ -62,9 +62,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                             f"checkpoint holds only tensors and plain values (torch.load(weights_only=True))") from None
         detail = re.search(r"(Unsupported operand \d+)", text) or re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
         raise UserError(f"{path}: not a loadable w2s checkpoint: torch.load(weights_only=True) refused its pickle "
-                        f"({detail.group(1).strip() if detail else _first_line(exc)})") from None
+                        f"({detail.group(1).strip() if detail else first_line(exc)})") from None
     except Exception as exc:
-        raise UserError(f"{path}: not a loadable w2s checkpoint ({_first_line(exc)})") from None
+        raise UserError(f"{path}: not a loadable w2s checkpoint ({first_line(exc)})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise UserError(f"{path}: not a w2s checkpoint (missing format '{FORMAT}')")
     for key, kind in REQUIRED.items():
@@ -80,7 +80,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     try:
         normalization = Normalization.from_dict(checkpoint["normalization"])
     except (TypeError, ValueError) as exc:
-        raise UserError(f"{path}: invalid normalization in the checkpoint ({_first_line(exc)})") from None
+        raise UserError(f"{path}: invalid normalization in the checkpoint ({first_line(exc)})") from None
     model = UNet(config.model)
     try:
         model.load_state_dict(checkpoint["model_state"])
@@ -91,10 +91,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     model.to(device).eval()
     return LoadedModel(model, config, normalization, checkpoint)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def code_version() -> str:

@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import tifffile
 
-from training.errors import UserError
+from training.errors import UserError, first_line
 from training.resilience import fault_point
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
@@ -58,7 +58,7 @@ def read_image(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
             raise UserError(f"{path}: cannot read ({exc.strerror})") from None
         raise UserError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
     except Exception as exc:  # every decoder has its own exception types; all mean "unreadable"
-        raise UserError(f"{path}: cannot read image ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise UserError(f"{path}: cannot read image ({type(exc).__name__}: {first_line(exc)})") from None
     array = np.asarray(array) if not isinstance(array, np.memmap) else array
     if array.ndim < 2 or min(array.shape) == 0:
         raise UserError(f"{path}: expected an image with at least 2 non-empty axes, got shape {array.shape}")
@@ -128,12 +128,8 @@ def tiff_shape(path: Path) -> tuple[int, ...]:
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(f"{path}: cannot read TIFF ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise UserError(f"{path}: cannot read TIFF ({type(exc).__name__}: {first_line(exc)})") from None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _tiff_memmap(tif: tifffile.TiffFile, path: Path) -> np.ndarray | None:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from training.config import UNetConfig
 from training.data.normalization import Normalization
-from training.errors import UserError
+from training.errors import UserError, first_line
 
 DEFAULT_TILE = 256
 DEFAULT_BATCH_SIZE = 4
@@ -264,9 +264,9 @@ def resolve_model(spec: str | Path, tracking_uri: str = "", device: str | torch.
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
             except MlflowException as exc:
                 raise UserError(f"{spec}: cannot fetch the model from MLflow at {_current_uri()} "
-                                f"({_first_line(exc)})") from None
+                                f"({first_line(exc)})") from None
             except OSError as exc:
-                raise UserError(f"{spec}: cannot fetch the model from MLflow ({_first_line(exc)})") from None
+                raise UserError(f"{spec}: cannot fetch the model from MLflow ({first_line(exc)})") from None
         path = local if local.is_file() else next((local / c for c in CHECKPOINT_CANDIDATES if (local / c).is_file()), None)
         if path is None:
             raise UserError(f"{spec}: the MLflow artifact holds no w2s checkpoint (looked for "
@@ -321,10 +321,6 @@ def _current_uri() -> str:
 
     return mlflow.get_tracking_uri()
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_TILE", "blend_window", "default_overlap", "is_model_uri",
