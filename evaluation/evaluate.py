@@ -31,11 +31,13 @@ from training.data.layouts import PairSource, discover_pairs, load_pairs
 from training.data.split import Split, split_by_fov
 from training.errors import UserError
 from training.io import IMAGE_SUFFIXES, check_finite, read_image, write_tiff
+from training.ensemble import with_tta
 from training.predict import (DEFAULT_BATCH_SIZE, DEFAULT_TILE, default_overlap, is_model_uri, resolve_model,
                               select_device, tiled_predict)
 
 NOISY = "noisy input"
 MODEL = "U-Net"
+MODEL_TTA = "U-Net +TTA"
 SPLITS = ("auto", "test", "val")
 TUNE_SPLITS = ("auto", "val", "train")
 DEFAULTS = TrainConfig()
@@ -109,7 +111,7 @@ def noisy_method() -> Method:
 
 def model_method(loaded: LoadedModel, source: str, tile: int = DEFAULT_TILE, overlap: int | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", amp: bool = True,
-                 save_dir: str | Path | None = None, name: str = MODEL) -> Method:
+                 save_dir: str | Path | None = None, name: str = MODEL, tta: bool = False) -> Method:
     torch_device = select_device(device)
     if torch_device.type == "cuda":
         import torch
@@ -118,9 +120,10 @@ def model_method(loaded: LoadedModel, source: str, tile: int = DEFAULT_TILE, ove
             raise UserError(f"device {device!r}: CUDA is not available on this machine")
     loaded.model.to(torch_device).eval()
     overlap = default_overlap(loaded.config.model) if overlap is None else overlap
+    network = with_tta(loaded.model, tta)
 
     def predict(pair: PairSource, noisy: np.ndarray) -> np.ndarray:
-        output = tiled_predict(loaded.model, loaded.normalization, noisy, tile, overlap, batch_size, torch_device, amp)
+        output = tiled_predict(network, loaded.normalization, noisy, tile, overlap, batch_size, torch_device, amp)
         if not np.isfinite(output).all():
             raise UserError(f"{source}: the model's prediction for {pair.name} contains NaN/Inf")
         if save_dir is not None:
@@ -131,7 +134,7 @@ def model_method(loaded: LoadedModel, source: str, tile: int = DEFAULT_TILE, ove
     details = {"source": source, "mlflow_run_id": checkpoint.get("mlflow_run_id"), "epoch": checkpoint.get("epoch"),
                "best_metrics": checkpoint.get("best_metrics"), "run_dir": checkpoint.get("run_dir"),
                "code_version": checkpoint.get("code_version"), "tile": tile, "overlap": overlap,
-               "batch_size": batch_size, "device": str(torch_device), "model_config": checkpoint["config"].get("model")}
+               "batch_size": batch_size, "device": str(torch_device), "tta": tta, "model_config": checkpoint["config"].get("model")}
     return Method(name, "model", predict, details)
 
 
@@ -290,8 +293,10 @@ def evaluate_model(model: str | Path | LoadedModel, data: str | Path | None = No
                    panels: int = 3, tile: int = DEFAULT_TILE, overlap: int | None = None,
                    batch_size: int = DEFAULT_BATCH_SIZE, device: str = "auto", amp: bool = True,
                    tracking_uri: str = "", log_mlflow: bool = True, save_predictions: bool = False,
-                   progress: bool = True) -> EvaluationResult:
+                   progress: bool = True, tta: bool = False) -> EvaluationResult:
     """Evaluate a model (checkpoint, run folder, runs/latest or MLflow URI) on its held-out split.
+
+    `tta` adds a row for the model averaged over the 8 flips/turns of its input (training/ensemble.py).
 
     Data, layout, noise level and FOV split default to the ones the model was trained with. When the model
     came from an MLflow run and is scored on that run's own held-out split, the scores are logged on the run
@@ -315,6 +320,8 @@ def evaluate_model(model: str | Path | LoadedModel, data: str | Path | None = No
         raise UserError("save_predictions needs an output folder")
     methods.append(model_method(loaded, source, tile, overlap, batch_size, device, amp,
                                 Path(out_dir) / "predictions" if save_predictions else None))
+    if tta:
+        methods.append(model_method(loaded, source, tile, overlap, batch_size, device, amp, name=MODEL_TTA, tta=True))
     baseline_list, baseline_record, tuning = baseline_methods(baselines, selected, tune_split, tune_images,
                                                               tune_metric, progress=progress)
     methods += baseline_list
@@ -375,7 +382,7 @@ def parse_predictions(items: tuple[str, ...] | list[str]) -> dict[str, Path]:
         name, directory = name.strip(), directory.strip()
         if not name or not directory:
             raise UserError(f"--predictions {item!r}: expected NAME=DIR or DIR")
-        if name in out or name in (NOISY, MODEL):
+        if name in out or name in (NOISY, MODEL, MODEL_TTA):
             raise UserError(f"--predictions {item!r}: the name '{name}' is already taken")
         out[name] = Path(directory)
     return out

@@ -58,7 +58,7 @@ class TrainConfig:
     cache_dir: str = ""  # where averaged raw stacks are cached; empty = next to the data, else ~/.cache/w2s
     normalization: str = "percentile"  # "percentile" (per image) or "meanstd" (dataset z-score, the original)
     percentiles: tuple[float, float] = (1.0, 99.8)
-    target_normalization: str = "auto"  # "input" | "own" | "auto" (= "own" for the 8-bit release, else "input")
+    target_normalization: str = "auto"  # "input" | "own" | "fit" | "auto" (= "own" for the 8-bit release, else "input")
     # model
     preset: str = "default"
     model: UNetConfig = field(default_factory=UNetConfig)
@@ -96,8 +96,8 @@ class TrainConfig:
         _check(self.noise_level in NOISE_LEVELS, "noise_level", self.noise_level, " | ".join(NOISE_LEVELS))
         _check(self.normalization in ("percentile", "meanstd"), "normalization", self.normalization,
                "'percentile' or 'meanstd'")
-        _check(self.target_normalization in ("auto", "input", "own"), "target_normalization",
-               self.target_normalization, "'auto', 'input' or 'own'")
+        _check(self.target_normalization in ("auto", "input", "own", "fit"), "target_normalization",
+               self.target_normalization, "'auto', 'input', 'own' or 'fit'")
         lo, hi = self.percentiles
         _check(0 <= lo < hi <= 100, "percentiles", self.percentiles, "two numbers 0 <= low < high <= 100")
         _check(self.preset in PRESETS, "preset", self.preset, " | ".join(PRESETS))

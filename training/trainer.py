@@ -107,7 +107,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     if target_norm == "auto":
         target_norm = "own" if data.layout == "8bit" else "input"
     normalization = fit_normalization(config.normalization, config.percentiles, target_norm,
-                                      [img for p in data.train for img in _training_images(p, config.task)])
+                                      [img for p in data.train for img in _training_images(p, config.task)],
+                                      [(p.noisy, p.clean) for p in data.train] if target_norm == "fit" and config.task != "n2v" else [])
     if state is not None:
         normalization = Normalization.from_dict(state["normalization"])
         if state["data_fingerprint"] != data.fingerprint:

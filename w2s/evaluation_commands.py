@@ -28,6 +28,7 @@ def _tiling_options(func):
                      help="Tiles per forward pass."),
         click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N"),
         click.option("--no-amp", is_flag=True, help="Full precision on CUDA (mixed precision is the default there)."),
+        click.option("--tta", is_flag=True, help="Test-time augmentation: average the 8 flips/turns (8x slower)."),
         click.option("--tracking-uri", default="", help="MLflow tracking URI for model URIs and logging "
                      "[default: the run's, else $MLFLOW_TRACKING_URI or sqlite:///mlflow.db]."),
     ]):
@@ -42,7 +43,7 @@ def _tiling_options(func):
 @_tiling_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def predict(inputs: tuple[str, ...], model_spec: str, out_dir: str, tile: int, overlap: int | None, batch_size: int,
-            device: str, no_amp: bool, tracking_uri: str, quiet: bool) -> None:
+            device: str, no_amp: bool, tta: bool, tracking_uri: str, quiet: bool) -> None:
     """Denoise images: INPUT... are TIFF, PNG or NPY files (or folders of them); writes OUT/<name>.tif.
 
     2-D images and stacks (leading axes are slices, the last two Y, X) of any size; the output is float32,
@@ -51,6 +52,7 @@ def predict(inputs: tuple[str, ...], model_spec: str, out_dir: str, tile: int, o
     from tqdm import tqdm
 
     from training.io import check_finite, read_image, write_tiff
+    from training.ensemble import with_tta
     from training.predict import predict_stack, resolve_model
 
     files = _expand_inputs(inputs)
@@ -76,7 +78,8 @@ def predict(inputs: tuple[str, ...], model_spec: str, out_dir: str, tile: int, o
             click.echo(f"w2s: note: {path} is an RGB(A) PNG; denoising its first channel", err=True)
             array = array[..., 0]
         check_finite(array, path)
-        output = predict_stack(loaded.model, loaded.normalization, array, tile, overlap, batch_size, torch_device,
+        network = with_tta(loaded.model, tta)
+        output = predict_stack(network, loaded.normalization, array, tile, overlap, batch_size, torch_device,
                                not no_amp, progress=not quiet)
         try:
             write_tiff(targets[path], output)
@@ -113,7 +116,7 @@ def predict(inputs: tuple[str, ...], model_spec: str, out_dir: str, tile: int, o
 def evaluate(model_spec: str | None, data: str | None, split: str, noise_level: str | None, layout: str | None,
              predictions: tuple[str, ...], baselines: str, tune_split: str, tune_images: int, tune_metric: str,
              val_fovs: str | None, test_fovs: str | None, out_dir: str | None, panels: int, save_predictions: bool,
-             tile: int, overlap: int | None, batch_size: int, device: str, no_amp: bool, tracking_uri: str,
+             tile: int, overlap: int | None, batch_size: int, device: str, no_amp: bool, tta: bool, tracking_uri: str,
              no_mlflow: bool, quiet: bool) -> None:
     """Score a model, the noisy input, classical baselines and saved outputs of other tools in one table.
 
@@ -131,14 +134,14 @@ def evaluate(model_spec: str | None, data: str | None, split: str, noise_level: 
         out = Path(out_dir) if out_dir else default_out_dir(label.replace("@", "-"), split)
         result = evaluate_model(model_spec, data, split, noise_level, layout, named, baselines, tune_split,
                                 tune_images, tune_metric, out, panels, tile, overlap, batch_size, device, not no_amp,
-                                tracking_uri, not no_mlflow, save_predictions, progress)
+                                tracking_uri, not no_mlflow, save_predictions, progress, tta)
     else:
         if not data:
             raise UserError("give --model, or --data with --predictions NAME=DIR")
         if not named:
             raise UserError("nothing to score: give --model or at least one --predictions NAME=DIR")
-        if save_predictions:
-            raise UserError("--save-predictions needs --model")
+        if save_predictions or tta:
+            raise UserError(f"{'--save-predictions' if save_predictions else '--tta'} needs --model")
         from training.config import TrainConfig
 
         defaults = TrainConfig()

@@ -203,3 +203,15 @@ def test_make_targets_pass_their_variables():
     compare = subprocess.run(["make", "-n", "compare", "SORT=test_ssim"], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout
     assert "w2s runs" in compare and "--sort test_ssim" in compare
+
+
+def test_tta_adds_a_row_for_the_averaged_model(tmp_path, w2s_data):
+    checkpoint = save_tiny_checkpoint(tmp_path / "best.pt", w2s_data)
+    result = _w2s("evaluate", "--model", checkpoint, "--baselines", "none", "--tta", "--out", tmp_path / "o",
+                  "--no-mlflow", "--quiet")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert list(summary["methods"]) == ["noisy input", "U-Net", "U-Net +TTA"]
+    assert summary["methods"]["U-Net"] != summary["methods"]["U-Net +TTA"]
+    bad = _w2s("evaluate", "--data", w2s_data, "--predictions", str(tmp_path / "o"), "--tta")
+    assert bad.exit_code == 2 and "--tta needs --model" in bad.output

@@ -93,3 +93,43 @@ def test_large_images_are_subsampled_consistently():
     exact_lo, exact_hi = np.percentile(image, [1.0, 99.8])
     assert lo == pytest.approx(exact_lo, rel=1e-3)
     assert lo + scale == pytest.approx(exact_hi, rel=1e-3)
+
+
+def test_fit_puts_every_target_in_a_consistent_frame_on_the_targets_typical_scale():
+    """Per-image stretched pairs with input/target slopes 0.3..0.9: after "fit", the normalized input relates to
+    its normalized target by the same line for every image; the dataset-wide map lands on the mean own scale."""
+    rng = np.random.default_rng(3)
+    pairs = []
+    for slope in (0.3, 0.6, 0.9):
+        clean = gaussian_blobs(rng)
+        noisy = slope * clean + 20 + rng.normal(0, 8, clean.shape)
+        pairs.append((noisy, clean))
+    norm = fit_normalization("percentile", (1.0, 99.8), "fit", [], pairs)
+    own = Normalization("percentile", target="own")
+    lines, own_lines = [], []
+    for noisy, clean in pairs:
+        target_n = norm.normalize(clean, norm.target_stats(noisy, clean))
+        lines.append(np.polyfit(target_n.ravel(), norm.normalize(noisy).ravel(), 1))
+        own_lines.append(np.polyfit(target_n.ravel(), own.normalize(clean).ravel(), 1))
+    lines = np.array(lines)
+    np.testing.assert_allclose(lines, lines[:1].repeat(len(pairs), 0), atol=1e-6)  # one frame for all images
+    np.testing.assert_allclose(np.mean(own_lines, axis=0), [1.0, 0.0], atol=0.05)  # own scale on average
+    own_slopes = [np.polyfit(own.normalize(c).ravel(), own.normalize(n).ravel(), 1)[0] for n, c in pairs]
+    assert np.ptp(own_slopes) > 0.3  # while "own" leaves the per-image slopes as they were
+    assert Normalization.from_dict(norm.to_dict()) == norm
+
+
+def test_fit_falls_back_to_the_targets_own_scale_for_a_blank_target():
+    norm = Normalization("percentile", target="fit", gain=1.2, bias=0.1)
+    noisy = np.random.default_rng(0).normal(10, 1, (32, 32))
+    blank = np.full((32, 32), 7.0)
+    assert norm.target_stats(noisy, blank) == norm.stats(blank)
+    assert Normalization.from_dict({k: v for k, v in norm.to_dict().items() if k not in ("gain", "bias")}).gain == 1.0
+
+
+def gaussian_blobs(rng: np.random.Generator, size: int = 96) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    image = np.zeros((size, size))
+    image[rng.integers(size, size=40), rng.integers(size, size=40)] = rng.uniform(500, 2000, 40)
+    return gaussian_filter(image, 3) + 10

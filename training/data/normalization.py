@@ -22,7 +22,9 @@ class Normalization:
     high: float = 99.8
     mean: float = 0.0  # dataset statistics, for "meanstd"
     std: float = 1.0
-    target: str = "input"  # how training targets are scaled: with the input's statistics, or their "own"
+    target: str = "input"  # how training targets are scaled: "input", "own" or "fit" (see target_stats)
+    gain: float = 1.0  # "fit": the training set's mean affine map from the input's frame to the targets' own
+    bias: float = 0.0
 
     def target_stats(self, noisy: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
         """Statistics that bring a training target to the network's output scale.
@@ -31,8 +33,21 @@ class Normalization:
         counts, the z-scored release, the challenge): the network then learns the true intensity mapping.
         "own": the target's statistics, for data whose images were contrast-stretched one by one (the 8-bit
         release), where the input's units say nothing about the target's.
+        "fit": the target mapped into the input's frame by a least-squares fit of the normalized input on
+        the target (unbiased: the noise is in the input), then by one dataset-wide affine map (`gain`,
+        `bias`) towards the targets' own scale. On stretched data "own" asks the network for a per-image
+        scale it cannot see (on W2S 8-bit the input/target slope varies 0.3..1.0); "fit" removes that
+        label noise while keeping outputs on the targets' typical scale.
         """
-        return self.stats(clean) if self.target == "own" else self.stats(noisy)
+        if self.target == "own":
+            return self.stats(clean)
+        if self.target != "fit":
+            return self.stats(noisy)
+        slope, intercept = input_frame_fit(self.normalize(noisy), clean)
+        if slope <= EPS:  # no positive relation to fit (a blank target): fall back to the target's own scale
+            return self.stats(clean)
+        scale = 1.0 / (self.gain * slope)
+        return -(self.gain * intercept + self.bias) * scale, scale
 
     def stats(self, image: np.ndarray) -> tuple[float, float]:
         """(offset, scale) such that (image - offset) / scale is the normalized image."""
@@ -61,11 +76,30 @@ class Normalization:
         return cls(**data)
 
 
+def input_frame_fit(noisy_n: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
+    """(slope, intercept) of the least-squares line noisy_n ~ slope * clean + intercept."""
+    x = np.asarray(clean, dtype=np.float64).ravel()
+    y = np.asarray(noisy_n, dtype=np.float64).ravel()
+    if x.size > 1 << 22:
+        step = x.size // (1 << 22) + 1
+        x, y = x[::step], y[::step]
+    x_c = x - x.mean()
+    denominator = float(np.dot(x_c, x_c))
+    if denominator <= 0:
+        return 0.0, float(y.mean())
+    slope = float(np.dot(x_c, y - y.mean())) / denominator
+    return slope, float(y.mean() - slope * x.mean())
+
+
 def fit_normalization(method: str, percentiles: tuple[float, float], target: str,
-                      images: list[np.ndarray]) -> Normalization:
-    """For `meanstd`, the mean/std over all training images (noisy and clean, as the original code did)."""
+                      images: list[np.ndarray], pairs: list[tuple[np.ndarray, np.ndarray]] = ()) -> Normalization:
+    """For `meanstd`, the mean/std over all training images (noisy and clean, as the original code did);
+    for target "fit", the mean affine map from input-frame targets to their own scale over `pairs`."""
     if method == "percentile":
-        return Normalization("percentile", *percentiles, target=target)
+        normalization = Normalization("percentile", *percentiles, target=target)
+        if target == "fit":
+            normalization.gain, normalization.bias = _mean_map_to_own(normalization, pairs)
+        return normalization
     total = count = sq = 0.0
     for image in images:
         values = np.asarray(image, dtype=np.float64)
@@ -73,5 +107,21 @@ def fit_normalization(method: str, percentiles: tuple[float, float], target: str
         sq += np.square(values).sum()
         count += values.size
     mean = total / count
-    return Normalization("meanstd", *percentiles, mean=float(mean), std=float(np.sqrt(max(sq / count - mean**2, 0.0))),
-                         target=target)
+    normalization = Normalization("meanstd", *percentiles, mean=float(mean),
+                                  std=float(np.sqrt(max(sq / count - mean**2, 0.0))), target=target)
+    if target == "fit":
+        normalization.gain, normalization.bias = _mean_map_to_own(normalization, pairs)
+    return normalization
+
+
+def _mean_map_to_own(normalization: Normalization, pairs) -> tuple[float, float]:
+    """Mean (gain, bias) with own-normalized target ~ gain * input-frame target + bias, over the pairs."""
+    gains, biases = [], []
+    for noisy, clean in pairs:
+        slope, intercept = input_frame_fit(normalization.normalize(noisy), clean)
+        if slope <= EPS:
+            continue
+        offset, scale = normalization.stats(clean)
+        gains.append(1.0 / (slope * scale))
+        biases.append(-intercept / (slope * scale) - offset / scale)
+    return (float(np.mean(gains)), float(np.mean(biases))) if gains else (1.0, 0.0)
