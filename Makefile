@@ -29,10 +29,10 @@ TRAIN_FLAGS = $(if $(RESUME),,$(if $(CONFIG),--config $(CONFIG))) $(if $(TASK),-
 EVAL_FLAGS = --model $(or $(MODEL),runs/latest) $(if $(DATA),--data $(DATA)) $(if $(SPLIT),--split $(SPLIT)) $(ARGS)
 COMPARE_FLAGS = $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(SORT),--sort $(SORT)) $(ARGS)
 
-.PHONY: help install train evaluate compare bench test test-fast mlflow-ui clean export-bmz
+.PHONY: help install train train-w2s evaluate compare bench test test-fast mlflow-ui clean export-bmz
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 	@echo "Variables: DATA=dir CONFIG=file TASK=denoise|n2v EPOCHS=n DEVICE=auto|cpu|cuda RESUME=runs/latest NPROC=n"
 	@echo "           ARGS='--lr 1e-3 ...'"
 	@echo "           MODEL=checkpoint|run dir|runs:/ID/model|models:/w2s-unet@ALIAS SPLIT=test|val SORT=metric EXPERIMENT=name"
@@ -48,6 +48,9 @@ $(VENV)/.installed: pyproject.toml
 
 train: install ## Train a U-Net (default: embedded synthetic demo data, ~2 min on CPU); NPROC=N: N-process DDP via torchrun
 	$(if $(NPROC),$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m w2s.cli,$(BIN)/w2s) train $(TRAIN_FLAGS)
+
+train-w2s: install ## The W2S recipe (configs/w2s-8bit.yaml: train FOVs 001-070, validate 071-080) on DATA (default ../shared/data/w2s-8bit)
+	$(BIN)/w2s train --config configs/w2s-8bit.yaml --data $(or $(DATA),../shared/data/w2s-8bit) $(if $(DEVICE),--device $(DEVICE)) $(if $(RESUME),--resume $(RESUME)) $(ARGS)
 
 evaluate: install ## Score the latest run's best model on its held-out split, with baselines (MODEL= DATA= SPLIT= ARGS=)
 	$(BIN)/w2s evaluate $(EVAL_FLAGS)

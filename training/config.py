@@ -58,7 +58,7 @@ class TrainConfig:
     cache_dir: str = ""  # where averaged raw stacks are cached; empty = next to the data, else ~/.cache/w2s
     normalization: str = "percentile"  # "percentile" (per image) or "meanstd" (dataset z-score, the original)
     percentiles: tuple[float, float] = (1.0, 99.8)
-    target_normalization: str = "auto"  # "input" | "own" | "fit" | "auto" (= "own" for the 8-bit release, else "input")
+    target_normalization: str = "auto"  # "input" | "own" | "fit" | "auto" (= "fit" for the 8-bit release, else "input")
     # model
     preset: str = "default"
     model: UNetConfig = field(default_factory=UNetConfig)

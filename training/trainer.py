@@ -105,10 +105,10 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
         data = prepare_data(config, progress)
     target_norm = config.target_normalization
     if target_norm == "auto":
-        target_norm = "own" if data.layout == "8bit" else "input"
+        target_norm = "fit" if data.layout == "8bit" else "input"
+    fit_pairs = [(p.noisy, p.clean) for p in data.train] if target_norm == "fit" and config.task != "n2v" else []
     normalization = fit_normalization(config.normalization, config.percentiles, target_norm,
-                                      [img for p in data.train for img in _training_images(p, config.task)],
-                                      [(p.noisy, p.clean) for p in data.train] if target_norm == "fit" and config.task != "n2v" else [])
+                                      [img for p in data.train for img in _training_images(p, config.task)], fit_pairs)
     if state is not None:
         normalization = Normalization.from_dict(state["normalization"])
         if state["data_fingerprint"] != data.fingerprint:

@@ -31,7 +31,8 @@ def panel(images: list[np.ndarray], ranges: list[tuple[float, float]], gap: int 
 
 
 def loss_curve_png(path: str | Path, history: list[dict[str, float]]) -> None:
-    """Train/val loss and validation PSNR per epoch, one PNG."""
+    """Train/val loss per epoch, and validation PSNR against training wall time (the quality-per-minute trend
+    a recipe is judged by), one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,12 +44,14 @@ def loss_curve_png(path: str | Path, history: list[dict[str, float]]) -> None:
     ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="loss (normalized units)", yscale="log", title="loss")
     ax_loss.legend()
+    minutes = [h.get("train_minutes", h["epoch"]) for h in history]
     if history and "val_psnr" in history[0]:  # absent when the validation data have no targets
-        ax_psnr.plot(epochs, [h["val_psnr"] for h in history], "o-", label="PSNR")
-        ax_psnr.plot(epochs, [h["val_si_psnr"] for h in history], "o-", label="SI-PSNR")
+        ax_psnr.plot(minutes, [h["val_psnr"] for h in history], "o-", label="PSNR")
+        ax_psnr.plot(minutes, [h["val_si_psnr"] for h in history], "o-", label="SI-PSNR")
     if history and "noisy_psnr" in history[0]:
         ax_psnr.axhline(history[0]["noisy_psnr"], color="gray", ls="--", label="noisy input PSNR")
-    ax_psnr.set(xlabel="epoch", ylabel="dB", title="validation")
+    xlabel = "training minutes" if history and "train_minutes" in history[0] else "epoch"
+    ax_psnr.set(xlabel=xlabel, ylabel="dB", title="validation")
     if ax_psnr.lines:
         ax_psnr.legend()
     fig.tight_layout()

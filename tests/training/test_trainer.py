@@ -221,8 +221,10 @@ def test_every_layout_trains_end_to_end(layout, workdir, make_8bit, make_normali
     assert result.exit_code == 0, result.output
     state = torch.load(Path((workdir / "runs" / "latest").read_text()) / "best.pt", weights_only=True)
     assert state["data_layout"] == layout
-    expected_target = "own" if layout == "8bit" else "input"
+    expected_target = "fit" if layout == "8bit" else "input"
     assert state["normalization"]["target"] == expected_target
+    if layout == "8bit":  # the dataset-wide map to the targets' scale was fitted, not left at identity
+        assert (state["normalization"]["gain"], state["normalization"]["bias"]) != (1.0, 0.0)
     if layout == "paired":
         assert state["split"]["val"] == ["cell4"]
     if layout == "raw":
