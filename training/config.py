@@ -12,7 +12,8 @@ from training.errors import UserError
 
 NOISE_LEVELS = ("avg1", "avg2", "avg4", "avg8", "avg16")
 LAYOUTS = ("auto", "8bit", "normalized", "raw", "paired", "noisy")
-TASKS = ("denoise", "n2v")  # supervised noisy -> clean; self-supervised Noise2Void (no targets needed)
+TASKS = ("denoise", "n2v", "jdsr")  # supervised noisy -> clean; Noise2Void (no targets); joint denoising + 2x SR
+SR_HEADS = ("none", "shuffle", "transpose")
 
 
 @dataclass
@@ -24,13 +25,20 @@ class UNetConfig:
     batch_norm: bool = False
     residual: bool = True
     upsample: str = "bilinear"  # "bilinear" (resize + conv) or "transpose" (transposed convolution)
+    sr_head: str = "none"  # 2x output head for --task jdsr: "shuffle" (sub-pixel conv) or "transpose"; "none" = 1x
     in_channels: int = 1
     out_channels: int = 1
+
+    @property
+    def scale(self) -> int:
+        """Output size over input size: 2 with a super-resolution head, else 1."""
+        return 1 if self.sr_head == "none" else 2
 
     def validate(self) -> None:
         _check(1 <= self.depth <= 6, "model.depth", self.depth, "an integer from 1 to 6")
         _check(1 <= self.base_channels <= 256, "model.base_channels", self.base_channels, "from 1 to 256")
         _check(self.upsample in ("bilinear", "transpose"), "model.upsample", self.upsample, "'bilinear' or 'transpose'")
+        _check(self.sr_head in SR_HEADS, "model.sr_head", self.sr_head, " | ".join(SR_HEADS))
         _check(self.in_channels == 1 and self.out_channels == 1, "model.in_channels/out_channels",
                (self.in_channels, self.out_channels), "1 (single-channel denoising)")
 
@@ -92,6 +100,8 @@ class TrainConfig:
         _check(self.task in TASKS, "task", self.task, " | ".join(TASKS))
         _check(0 < self.n2v_fraction <= 0.25, "n2v_fraction", self.n2v_fraction, "a fraction in (0, 0.25]")
         _check(1 <= self.n2v_radius <= 16, "n2v_radius", self.n2v_radius, "an integer from 1 to 16")
+        _check((self.task == "jdsr") == (self.model.scale == 2), "model.sr_head", self.model.sr_head,
+               "'shuffle' or 'transpose' for task jdsr, 'none' for the other tasks")
         _check(self.layout in LAYOUTS, "layout", self.layout, " | ".join(LAYOUTS))
         _check(self.noise_level in NOISE_LEVELS, "noise_level", self.noise_level, " | ".join(NOISE_LEVELS))
         _check(self.normalization in ("percentile", "meanstd"), "normalization", self.normalization,
@@ -154,7 +164,8 @@ class TrainConfig:
         preset = values.get("preset", "default")
         if preset not in PRESETS:
             raise UserError(f"invalid config value preset={preset!r}: expected {' | '.join(PRESETS)}")
-        model_values = {**PRESETS[preset],
+        sr_default = {"sr_head": "shuffle"} if values.get("task") == "jdsr" else {}  # measured better (README)
+        model_values = {**PRESETS[preset], **sr_default,
                         **{k: _coerce(f"model.{k}", v, _field_types(UNetConfig)[k]) for k, v in model.items()}}
         return cls(model=UNetConfig(**model_values), **values)
 

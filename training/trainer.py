@@ -32,6 +32,7 @@ from training.metrics import psnr, scale_invariant_psnr, ssim
 from training.model import UNet, count_parameters, to_device
 from training.predict import predict_image, select_device
 from training.resilience import GracefulStop, fault_point, tracked_run
+from training.superres import on_target_grid
 from training.tracking import resolve_tracking_uri
 from training.visualize import display_range, loss_curve_png, panel
 
@@ -65,7 +66,8 @@ class TrainResult:
 def prepare_data(config: TrainConfig, progress: bool = True) -> PreparedData:
     """Find, split and load the pairs; every data problem surfaces here, before anything is written."""
     root = Path(config.data) if config.data else ensure_synthetic_w2s(DEMO_DATA_DIR, progress=progress)
-    layout, sources = discover_pairs(root, config.layout, config.noise_level, config.cache_dir, progress)
+    layout, sources = discover_pairs(root, config.layout, config.noise_level, config.cache_dir, progress,
+                                     sim=config.task == "jdsr")
     if layout == "noisy" and config.task != "n2v":
         raise UserError(f"{root}: noisy images only, no targets to train '{config.task}' on (use --task n2v)")
     split = split_by_fov(sources, config.val_fovs, config.test_fovs)
@@ -75,8 +77,8 @@ def prepare_data(config: TrainConfig, progress: bool = True) -> PreparedData:
     if not split.val:
         raise UserError(f"{root}: no validation images (val FOVs {config.val_fovs} match no file)")
     val_sources = split.val[: config.val_max_images] if config.val_max_images else split.val
-    train = load_pairs(split.train)
-    val = load_pairs(val_sources)
+    train = load_pairs(split.train, scale=config.model.scale)
+    val = load_pairs(val_sources, scale=config.model.scale)
     return PreparedData(root, layout, split, train, val, fingerprint(sources))
 
 
@@ -104,8 +106,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     with distributed.main_first(context):  # rank 0 builds any data cache; the others then read it
         data = prepare_data(config, progress)
     target_norm = config.target_normalization
-    if target_norm == "auto":
-        target_norm = "own" if data.layout == "8bit" else "input"
+    if target_norm == "auto":  # SIM (jdsr) is another modality: its units relate to the input's image by image
+        target_norm = "fit" if config.task == "jdsr" else "own" if data.layout == "8bit" else "input"
     normalization = fit_normalization(config.normalization, config.percentiles, target_norm,
                                       [img for p in data.train for img in _training_images(p, config.task)],
                                       [(p.noisy, p.clean) for p in data.train] if target_norm == "fit" and config.task != "n2v" else [])
@@ -125,7 +127,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = torch.nn.L1Loss() if config.loss == "l1" else torch.nn.MSELoss()
-    sampler = PatchSampler(data.train, normalization, config.patch_size, config.batch_size, config.augment, rng)
+    sampler = PatchSampler(data.train, normalization, config.patch_size, config.batch_size, config.augment, rng,
+                           config.model.scale)
     train_loss_fn = loss_fn
     if config.task == "n2v":  # noisy patches, blind-spot masked; the loss sees the masked pixels only
         sampler, train_loss_fn = BlindSpotSampler(data.train, normalization, config, rng), MaskedLoss(config.loss)
@@ -350,12 +353,13 @@ def _training_images(pair: ImagePair, task: str) -> tuple[np.ndarray, ...]:
 
 
 def _noisy_metrics(pairs: list[ImagePair]) -> dict[str, float]:
-    """The bar every model must clear: the noisy input itself scored against the target (none without targets)."""
+    """The bar every model must clear: the noisy input itself (bicubic-upsampled for a 2x target) scored against
+    the target (none without targets)."""
     if any(pair.clean is None for pair in pairs):
         return {}
     metrics = {"psnr": [], "si_psnr": [], "ssim": []}
     for pair in pairs:
-        clean, noisy = np.asarray(pair.clean, np.float32), np.asarray(pair.noisy, np.float32)
+        clean, noisy = np.asarray(pair.clean, np.float32), on_target_grid(pair.noisy, pair.clean)
         metrics["psnr"].append(psnr(clean, noisy))
         metrics["si_psnr"].append(scale_invariant_psnr(clean, noisy))
         metrics["ssim"].append(ssim(clean, noisy))
@@ -413,7 +417,7 @@ def _log_pictures(tracker, model, normalization, pairs, device, history, epoch, 
         return
     for pair in pairs[:PANEL_IMAGES]:
         prediction = predict_image(model, normalization, pair.noisy, device)
-        images = [pair.noisy, prediction] + ([pair.clean] if pair.clean is not None else [])
+        images = [on_target_grid(pair.noisy, pair.clean), prediction] + ([pair.clean] if pair.clean is not None else [])
         value_range = display_range(images[-1])  # one range for all, so brightness compares honestly
         image = panel(images, [value_range] * len(images))
         tracker.call("logging panels", mlflow.log_image, image, artifact_file=f"panels/{pair.name}/epoch_{epoch:03d}.png")
