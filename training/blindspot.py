@@ -128,9 +128,12 @@ def validate_n2v(model: torch.nn.Module, normalization: Normalization, pairs: li
 
 def improved(task: str, val: dict[str, float], best: dict[str, float]) -> bool:
     """Model selection: highest val PSNR for supervised denoising; lowest blind-spot val loss for n2v, which
-    must not use clean data to pick its epoch."""
+    must not use clean data to pick its epoch; highest val SI-PSNR for jdsr, whose SIM targets are in other
+    units than the widefield input the output is scaled back to, so plain PSNR mostly measures that offset."""
     if task == "n2v":
         return val["val_loss"] < best.get("val_loss", np.inf)
+    if task == "jdsr":
+        return val["val_si_psnr"] > best.get("val_si_psnr", -np.inf)
     return val["val_psnr"] > best.get("val_psnr", -np.inf)
 
 

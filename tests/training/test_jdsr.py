@@ -158,3 +158,11 @@ def test_tiled_2x_prediction_matches_whole_image_outside_the_seams():
     assert seams.any() and not seams.all()
     np.testing.assert_allclose(tiled[~seams], whole[~seams], atol=1e-4 * np.ptp(whole))
     np.testing.assert_allclose(tiled, whole, atol=1e-2 * np.ptp(whole))
+
+
+def test_jdsr_picks_its_best_epoch_by_si_psnr_not_by_psnr():
+    from training.blindspot import improved
+
+    best = {"val_psnr": 20.0, "val_si_psnr": 30.0}
+    assert improved("jdsr", {"val_psnr": 19.0, "val_si_psnr": 31.0}, best)
+    assert not improved("jdsr", {"val_psnr": 25.0, "val_si_psnr": 29.0}, best)
