@@ -82,3 +82,11 @@ def test_the_challenge_packaging_refuses_a_jdsr_model_in_one_line(jdsr_run, tmp_
     assert len(lines) == 1 and lines[0].startswith(f"w2s: error: {run_dir / 'best.pt'}: a jdsr model outputs 2x")
     assert "same-size" in lines[0]
     assert not (tmp_path / "package").exists()
+
+
+def test_the_bioimage_model_zoo_export_refuses_a_jdsr_model_in_one_line(jdsr_run, tmp_path):
+    _, run_dir = jdsr_run
+    result = invoke(["export-bmz", "--model", str(run_dir), "--out", str(tmp_path / "model.zip"), "--no-validate"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "maps (1, 1," in lines[0] and not (tmp_path / "model.zip").exists()

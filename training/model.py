@@ -56,7 +56,7 @@ class UNet(nn.Module):
         self.config = config
         self.pad_multiple: int = 2**config.depth
         self.residual: bool = config.residual
-        self.scale: int = config.scale
+        self.scale: int = 1 if config.sr_head == "none" else 2  # the BMZ export passes a namespace, no .scale
         widths = [config.base_channels * 2**level for level in range(config.depth + 1)]
         self.encoders = nn.ModuleList()
         channels = config.in_channels
@@ -69,7 +69,7 @@ class UNet(nn.Module):
         for width in reversed(widths[:-1]):
             self.ups.append(_Up(width * 2, width, config.upsample))
             self.decoders.append(_conv_block(width * 2, width, config.batch_norm))
-        self.head = (nn.Conv2d(widths[0], config.out_channels, 1) if config.scale == 1
+        self.head = (nn.Conv2d(widths[0], config.out_channels, 1) if self.scale == 1
                      else _sr_head(widths[0], config.out_channels, config.sr_head))
 
     @property
