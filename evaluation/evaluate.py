@@ -282,7 +282,8 @@ def build_summary(data: EvaluationData, methods: list[Method], rows: list[dict[s
     per_method = summarize(rows, [m.name for m in methods])
     for method in methods:
         per_method[method.name] = {"kind": method.kind, **per_method[method.name],
-                                   **{k: v for k, v in method.details.items() if k in ("directory", "params", "upsampled")}}
+                                   **{k: v for k, v in method.details.items()
+                                      if k in ("directory", "params", "upsampled")}}
     scored = {r["image"] for r in rows}
     return {
         "data": {"root": str(data.root.resolve()), "layout": data.layout, "noise_level": data.noise_level,

@@ -201,8 +201,8 @@ def predict_stack(model: torch.nn.Module, normalization: Normalization, array: n
     """Denoise a 2-D image or a stack (leading axes are slices, the last two Y, X), slice by slice.
 
     Each slice is normalized with its own statistics, as every training image was. float32, same shape (Y and
-    X doubled for a 2x model). `out` (e.g. a memory-mapped output file) receives the result, so with a memory-mapped input only one slice
-    is ever held in memory.
+    X doubled for a 2x model). `out` (e.g. a memory-mapped output file) receives the result, so with a
+    memory-mapped input only one slice is ever held in memory.
     """
     if array.ndim < 2:
         raise UserError(f"expected an image with at least 2 axes, got shape {array.shape}")

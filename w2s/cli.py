@@ -45,7 +45,8 @@ TRAIN_OPTIONS = {
 
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML or JSON config file.")
-@click.option("--task", type=click.Choice(TASKS), help="denoise (supervised, default) | n2v (Noise2Void: noisy images only) | jdsr (joint denoising + 2x SR to SIM).")
+@click.option("--task", type=click.Choice(TASKS), help="denoise (supervised, default) | n2v (Noise2Void: noisy "
+              "images only) | jdsr (joint denoising + 2x super-resolution, widefield -> SIM).")
 @click.option("--data", help="Dataset root (any W2S layout or inputs/ + targets/). Default: embedded synthetic demo data.")
 @click.option("--layout", type=click.Choice(LAYOUTS), help="Force a data layout instead of detecting it.")
 @click.option("--noise-level", type=click.Choice(NOISE_LEVELS), help="Input noise level (target is avg400).")

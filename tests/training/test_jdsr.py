@@ -41,7 +41,8 @@ def _write_sim_8bit(root, shape=(24, 32), fovs=None):
 def test_task_jdsr_defaults_to_the_pixel_shuffle_head_and_other_tasks_refuse_a_2x_head():
     config = TrainConfig.from_dict({"task": "jdsr"}).validate()
     assert config.model.sr_head == "shuffle" and config.model.scale == 2
-    assert TrainConfig.from_dict({"task": "jdsr", "model": {"sr_head": "transpose"}}).validate().model.sr_head == "transpose"
+    transpose = TrainConfig.from_dict({"task": "jdsr", "model": {"sr_head": "transpose"}}).validate()
+    assert transpose.model.sr_head == "transpose"
     assert TrainConfig().validate().model.scale == 1
     with pytest.raises(UserError, match="model.sr_head"):
         TrainConfig.from_dict({"model": {"sr_head": "shuffle"}}).validate()
@@ -134,7 +135,8 @@ def test_missing_sim_targets_stop_with_one_line_naming_them(tmp_path):
     result = invoke(tiny_train_args(tmp_path, eight, "--task", "jdsr", "--val-fovs", "071"))
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert lines[-1].startswith("w2s: error: ") and f"{eight / 'train' / 'sim'}: SIM target folder not found" in lines[-1]
+    assert lines[-1].startswith("w2s: error: ")
+    assert f"{eight / 'train' / 'sim'}: SIM target folder not found" in lines[-1]
     assert "Traceback" not in result.output
 
     raw = tmp_path / "raw"
