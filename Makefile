@@ -33,7 +33,7 @@ COMPARE_FLAGS = $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(SORT),--so
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
-	@echo "Variables: DATA=dir CONFIG=file TASK=denoise|n2v EPOCHS=n DEVICE=auto|cpu|cuda RESUME=runs/latest NPROC=n"
+	@echo "Variables: DATA=dir CONFIG=file TASK=denoise|n2v|jdsr EPOCHS=n DEVICE=auto|cpu|cuda RESUME=runs/latest NPROC=n"
 	@echo "           ARGS='--lr 1e-3 ...'"
 	@echo "           MODEL=checkpoint|run dir|runs:/ID/model|models:/w2s-unet@ALIAS SPLIT=test|val SORT=metric EXPERIMENT=name"
 

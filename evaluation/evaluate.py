@@ -28,10 +28,12 @@ from evaluation.report import PANEL_DIR, markdown_table, panel_filename, summari
 from training.checkpoint import LoadedModel, code_version
 from training.config import TrainConfig
 from training.data.layouts import PairSource, discover_pairs, load_pairs
+from training.data.normalization import to_input_grid
 from training.data.split import Split, split_by_fov
 from training.errors import UserError
 from training.io import IMAGE_SUFFIXES, check_finite, read_image, write_tiff
 from training.ensemble import with_tta
+from training.superres import upsample
 from training.predict import (DEFAULT_BATCH_SIZE, DEFAULT_TILE, default_overlap, is_model_uri, resolve_model,
                               select_device, tiled_predict)
 
@@ -53,6 +55,7 @@ class EvaluationData:
     split: Split
     val_fovs: str
     test_fovs: str
+    scale: int = 1  # target size over input size: 2 for --task jdsr (SIM targets)
 
 
 @dataclass
@@ -86,11 +89,12 @@ def held_out_split(split: Split) -> str:
 
 def select_data(root: str | Path, split: str = "auto", noise_level: str = "avg1", layout: str = "auto",
                 val_fovs: str = DEFAULTS.val_fovs, test_fovs: str = DEFAULTS.test_fovs,
-                cache_dir: str = "") -> EvaluationData:
+                cache_dir: str = "", scale: int = 1) -> EvaluationData:
+    """The images of one split; `scale` 2 pairs each input with its 2x SIM target (--task jdsr)."""
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}': expected {' | '.join(SPLITS)}")
     root = Path(root)
-    layout, sources = discover_pairs(root, layout, noise_level, cache_dir)
+    layout, sources = discover_pairs(root, layout, noise_level, cache_dir, sim=scale != 1)
     if layout == "noisy":
         raise UserError(f"{root}: noisy images only, no targets to score predictions against")
     groups = split_by_fov(sources, val_fovs, test_fovs)
@@ -99,14 +103,17 @@ def select_data(root: str | Path, split: str = "auto", noise_level: str = "avg1"
     if not chosen:
         which = {"test": f"test FOVs {test_fovs}", "val": f"validation FOVs {val_fovs}"}[name]
         raise UserError(f"{root}: the {name} split is empty ({which} match none of its {len(sources)} images)")
-    return EvaluationData(root, layout, noise_level, name, chosen, groups, val_fovs, test_fovs)
+    return EvaluationData(root, layout, noise_level, name, chosen, groups, val_fovs, test_fovs, scale)
 
 
 # ------------------------------------------------------------------------------------------ the methods
 
 
-def noisy_method() -> Method:
-    return Method(NOISY, "input", lambda source, noisy: noisy)
+def noisy_method(scale: int = 1) -> Method:
+    """The input itself; for a 2x target, bicubic-upsampled to the target's grid."""
+    if scale == 1:
+        return Method(NOISY, "input", lambda source, noisy: noisy)
+    return Method(NOISY, "input", lambda source, noisy: upsample(noisy, scale), {"upsampled": f"bicubic {scale}x"})
 
 
 def model_method(loaded: LoadedModel, source: str, tile: int = DEFAULT_TILE, overlap: int | None = None,
@@ -145,8 +152,9 @@ def prediction_key(source: PairSource) -> tuple[str, int | None]:
     return source.name, None
 
 
-def predictions_method(name: str, directory: str | Path, sources: list[PairSource]) -> Method:
-    """A folder of another tool's outputs, one file per target (any of .tif .tiff .png .npy)."""
+def predictions_method(name: str, directory: str | Path, sources: list[PairSource], scale: int = 1) -> Method:
+    """A folder of another tool's outputs, one file per target (any of .tif .tiff .png .npy); with `scale` 2
+    (SIM targets) each output must be twice the input's size."""
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"{directory}: predictions folder not found (for '{name}')")
@@ -177,13 +185,14 @@ def predictions_method(name: str, directory: str | Path, sources: list[PairSourc
                 array = array[..., 0]  # grayscale saved as RGB(A)
             cache[path] = array
         array = cache[path]
+        expected = tuple(scale * n for n in noisy.shape)
         if index is not None:
-            if array.shape[-2:] != noisy.shape or int(np.prod(array.shape[:-2])) <= index:
+            if array.shape[-2:] != expected or int(np.prod(array.shape[:-2])) <= index:
                 raise UserError(f"{path}: shape {array.shape} does not match the target stack "
-                                f"{source.target_path} (slice {index} of {noisy.shape} images)")
+                                f"{source.target_path} (slice {index} of {expected} images)")
             array = array.reshape(-1, *array.shape[-2:])[index]
-        if array.shape != noisy.shape:
-            raise UserError(f"{path}: shape {array.shape} does not match target {source.target_path} {noisy.shape}")
+        if array.shape != expected:
+            raise UserError(f"{path}: shape {array.shape} does not match target {source.target_path} {expected}")
         array = np.asarray(array, dtype=np.float32)
         check_finite(array, path)
         return array
@@ -194,7 +203,10 @@ def predictions_method(name: str, directory: str | Path, sources: list[PairSourc
 def baseline_methods(spec: str, data: EvaluationData, tune_split: str = "auto", tune_images: int = 3,
                      tune_metric: str = "si_psnr", crop: int = 192,
                      progress: bool = True) -> tuple[list[Method], dict[str, Any], dict[str, Any]]:
-    """Tune each requested baseline on a few images of a split that is not the one being reported."""
+    """Tune each requested baseline on a few images of a split that is not the one being reported.
+
+    For 2x targets (--task jdsr) each baseline denoises, then upsamples bicubically ("denoise then upsample");
+    it is tuned against the target averaged down to the input's grid (2x2 block means)."""
     chosen = select_baselines(spec)
     if not chosen:
         return [], {}, {}
@@ -210,13 +222,15 @@ def baseline_methods(spec: str, data: EvaluationData, tune_split: str = "auto", 
         raise UserError(f"{data.root}: no {tune_split} images to tune the baselines on (use --baselines none)")
     step = max(1, len(pool) // max(1, tune_images))
     picked = pool[::step][: max(1, tune_images)]
-    pairs = [(p.noisy, p.clean) for p in load_pairs(picked)]
+    pairs = [(p.noisy, to_input_grid(p.clean, p.noisy.shape)) for p in load_pairs(picked, scale=data.scale)]
     tuned: list[TunedBaseline] = []
     bar = tqdm(chosen, desc=f"tuning baselines on {len(picked)} {tune_split} images", unit="baseline",
                disable=not progress, leave=False, dynamic_ncols=True)
     for baseline in bar:
         tuned.append(tune(baseline, pairs, tune_metric, crop))
-    methods = [Method(t.label, "baseline", (lambda tb: lambda source, noisy: tb(noisy))(t),
+    scale = data.scale
+    suffix = "" if scale == 1 else f" + bicubic {scale}x"
+    methods = [Method(t.label + suffix, "baseline", (lambda tb: lambda source, noisy: upsample(tb(noisy), scale))(t),
                       {"baseline": t.key, "params": t.params()}) for t in tuned]
     record = {t.label: {"key": t.key, "label": t.label, "param": t.baseline.param, "value": t.value,
                         "grid_scores": t.scores, "note": t.baseline.note} for t in tuned}
@@ -239,7 +253,7 @@ def run_evaluation(data: EvaluationData, methods: list[Method], out_dir: str | P
     bar = tqdm(data.sources, desc=f"scoring {data.split_name} images", unit="image", disable=not progress,
                dynamic_ncols=True)
     for index, source in enumerate(bar):
-        pair = load_pairs([source])[0]
+        pair = load_pairs([source], scale=data.scale)[0]
         noisy = np.asarray(pair.noisy, dtype=np.float32)
         clean = np.asarray(pair.clean, dtype=np.float32)
         predictions, scores = {}, {}
@@ -268,7 +282,8 @@ def build_summary(data: EvaluationData, methods: list[Method], rows: list[dict[s
     per_method = summarize(rows, [m.name for m in methods])
     for method in methods:
         per_method[method.name] = {"kind": method.kind, **per_method[method.name],
-                                   **{k: v for k, v in method.details.items() if k in ("directory", "params")}}
+                                   **{k: v for k, v in method.details.items()
+                                      if k in ("directory", "params", "upsampled")}}
     scored = {r["image"] for r in rows}
     return {
         "data": {"root": str(data.root.resolve()), "layout": data.layout, "noise_level": data.noise_level,
@@ -314,8 +329,9 @@ def evaluate_model(model: str | Path | LoadedModel, data: str | Path | None = No
     if layout is None:
         layout = checkpoint.get("data_layout", "auto") if same_data else "auto"
     noise_level = noise_level or checkpoint.get("noise_level") or config.noise_level
-    selected = select_data(data, split, noise_level, layout, config.val_fovs, config.test_fovs, config.cache_dir)
-    methods = [noisy_method()]
+    selected = select_data(data, split, noise_level, layout, config.val_fovs, config.test_fovs, config.cache_dir,
+                           config.model.scale)
+    methods = [noisy_method(config.model.scale)]
     if out_dir is None and save_predictions:
         raise UserError("save_predictions needs an output folder")
     methods.append(model_method(loaded, source, tile, overlap, batch_size, device, amp,
@@ -326,7 +342,7 @@ def evaluate_model(model: str | Path | LoadedModel, data: str | Path | None = No
                                                               tune_metric, progress=progress)
     methods += baseline_list
     for name, directory in (predictions or {}).items():
-        methods.append(predictions_method(name, directory, selected.sources))
+        methods.append(predictions_method(name, directory, selected.sources, selected.scale))
     extra: dict[str, Any] = {"model": methods[1].details}
     if baseline_record:
         extra.update(baselines=baseline_record, baseline_tuning=tuning)

@@ -81,10 +81,15 @@ def build_manifest(checkpoint: dict[str, Any], source: str, mlflow_info: dict[st
 
 
 def _load_checked(path: Path) -> dict[str, Any]:
-    """The checkpoint dict, after proving that its weights load into the model its config describes."""
+    """The checkpoint dict, after proving that its weights load into the model its config describes; a 2x
+    model (--task jdsr) is refused, as the challenge expects outputs of the input's size."""
     from training.checkpoint import load_model
 
-    return load_model(path, "cpu").checkpoint
+    loaded = load_model(path, "cpu")
+    if loaded.config.model.scale != 1:
+        raise UserError(f"{path}: a {loaded.config.task} model outputs {loaded.config.model.scale}x the input's size; "
+                        "the challenge container needs a same-size denoiser (train with --task denoise or n2v)")
+    return loaded.checkpoint
 
 
 def _prepare_out_dir(out_dir: Path) -> None:

@@ -126,12 +126,23 @@ def validate_n2v(model: torch.nn.Module, normalization: Normalization, pairs: li
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
-def improved(task: str, val: dict[str, float], best: dict[str, float]) -> bool:
-    """Model selection: highest val PSNR for supervised denoising; lowest blind-spot val loss for n2v, which
-    must not use clean data to pick its epoch."""
+def selection_metric(select_metric: str, task: str, target_normalization: str) -> str:
+    """The validation score that picks the best epoch. auto: the blind-spot loss for n2v, which must not use
+    clean data; SI-PSNR where targets are not in the input's units (target normalization fit/own: the 8-bit
+    release's per-image stretch, jdsr's SIM), since the output is scaled back to the input's units and plain
+    PSNR there mostly measures that offset; else PSNR."""
+    if select_metric != "auto":
+        return f"val_{select_metric}"
     if task == "n2v":
-        return val["val_loss"] < best.get("val_loss", np.inf)
-    return val["val_psnr"] > best.get("val_psnr", -np.inf)
+        return "val_loss"
+    return "val_si_psnr" if task == "jdsr" or target_normalization in ("fit", "own") else "val_psnr"
+
+
+def improved(metric: str, val: dict[str, float], best: dict[str, float]) -> bool:
+    """Whether this epoch's `metric` beats the best so far (lower for the loss, higher for image scores)."""
+    if metric == "val_loss":
+        return val[metric] < best.get(metric, np.inf)
+    return val[metric] > best.get(metric, -np.inf)
 
 
 def epoch_summary(task: str, val: dict[str, float], noisy: dict[str, float]) -> str:

@@ -81,15 +81,20 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         normalization = Normalization.from_dict(checkpoint["normalization"])
     except (TypeError, ValueError) as exc:
         raise UserError(f"{path}: invalid normalization in the checkpoint ({first_line(exc)})") from None
-    model = UNet(config.model)
+    model = load_weights(UNet(config.model), checkpoint, path)
+    model.to(device).eval()
+    return LoadedModel(model, config, normalization, checkpoint)
+
+
+def load_weights(model: torch.nn.Module, checkpoint: dict[str, Any], path: str | Path) -> torch.nn.Module:
+    """Put a checkpoint's weights into `model`; a mismatch is a one-line error naming the file."""
     try:
         model.load_state_dict(checkpoint["model_state"])
     except (RuntimeError, TypeError, ValueError) as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
         detail = lines[1] if lines[0].endswith(":") and len(lines) > 1 else lines[0]  # torch: "Error(s) in ...:"
         raise UserError(f"{path}: weights do not fit the model config ({detail[:200]})") from None
-    model.to(device).eval()
-    return LoadedModel(model, config, normalization, checkpoint)
+    return model
 
 
 

@@ -12,7 +12,9 @@ from training.errors import UserError
 
 NOISE_LEVELS = ("avg1", "avg2", "avg4", "avg8", "avg16")
 LAYOUTS = ("auto", "8bit", "normalized", "raw", "paired", "noisy")
-TASKS = ("denoise", "n2v")  # supervised noisy -> clean; self-supervised Noise2Void (no targets needed)
+TASKS = ("denoise", "n2v", "jdsr")  # supervised noisy -> clean; Noise2Void (no targets); joint denoising + 2x SR
+SELECT_METRICS = ("auto", "loss", "psnr", "si_psnr", "ssim")  # what picks the best epoch (training.blindspot)
+SR_HEADS = ("none", "shuffle", "transpose")
 
 
 @dataclass
@@ -24,13 +26,20 @@ class UNetConfig:
     batch_norm: bool = False
     residual: bool = True
     upsample: str = "bilinear"  # "bilinear" (resize + conv) or "transpose" (transposed convolution)
+    sr_head: str = "none"  # 2x output head for --task jdsr: "shuffle" (sub-pixel conv) or "transpose"; "none" = 1x
     in_channels: int = 1
     out_channels: int = 1
+
+    @property
+    def scale(self) -> int:
+        """Output size over input size: 2 with a super-resolution head, else 1."""
+        return 1 if self.sr_head == "none" else 2
 
     def validate(self) -> None:
         _check(1 <= self.depth <= 6, "model.depth", self.depth, "an integer from 1 to 6")
         _check(1 <= self.base_channels <= 256, "model.base_channels", self.base_channels, "from 1 to 256")
         _check(self.upsample in ("bilinear", "transpose"), "model.upsample", self.upsample, "'bilinear' or 'transpose'")
+        _check(self.sr_head in SR_HEADS, "model.sr_head", self.sr_head, " | ".join(SR_HEADS))
         _check(self.in_channels == 1 and self.out_channels == 1, "model.in_channels/out_channels",
                (self.in_channels, self.out_channels), "1 (single-channel denoising)")
 
@@ -58,9 +67,10 @@ class TrainConfig:
     cache_dir: str = ""  # where averaged raw stacks are cached; empty = next to the data, else ~/.cache/w2s
     normalization: str = "percentile"  # "percentile" (per image) or "meanstd" (dataset z-score, the original)
     percentiles: tuple[float, float] = (1.0, 99.8)
-    target_normalization: str = "auto"  # "input" | "own" | "fit" | "auto" (= "fit" for the 8-bit release, else "input")
+    target_normalization: str = "auto"  # "input" | "own" | "fit" | "auto" (= "fit" for the 8-bit release and jdsr, else "input")
     # model
     preset: str = "default"
+    init_weights: str = ""  # fine-tune: start from this checkpoint's weights (same architecture), fresh optimizer
     model: UNetConfig = field(default_factory=UNetConfig)
     # optimisation
     epochs: int = 20
@@ -78,6 +88,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
     amp: bool = True  # mixed precision; only ever used on CUDA
     val_max_images: int = 0  # 0 = every validation image
+    select_metric: str = "auto"  # best epoch by: loss | psnr | si_psnr | ssim; auto = see training.blindspot
     panel_every: int = 5  # log a noisy | prediction | target panel every N epochs
     threads: int = 0  # torch CPU threads; 0 = torch's default
     # outputs and tracking
@@ -92,6 +103,8 @@ class TrainConfig:
         _check(self.task in TASKS, "task", self.task, " | ".join(TASKS))
         _check(0 < self.n2v_fraction <= 0.25, "n2v_fraction", self.n2v_fraction, "a fraction in (0, 0.25]")
         _check(1 <= self.n2v_radius <= 16, "n2v_radius", self.n2v_radius, "an integer from 1 to 16")
+        _check((self.task == "jdsr") == (self.model.scale == 2), "model.sr_head", self.model.sr_head,
+               "'shuffle' or 'transpose' for task jdsr, 'none' for the other tasks")
         _check(self.layout in LAYOUTS, "layout", self.layout, " | ".join(LAYOUTS))
         _check(self.noise_level in NOISE_LEVELS, "noise_level", self.noise_level, " | ".join(NOISE_LEVELS))
         _check(self.normalization in ("percentile", "meanstd"), "normalization", self.normalization,
@@ -115,6 +128,9 @@ class TrainConfig:
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
                self.device, "auto | cpu | cuda | cuda:N")
         _check(self.val_max_images >= 0, "val_max_images", self.val_max_images, "non-negative")
+        _check(self.select_metric in SELECT_METRICS and (self.task != "n2v" or self.select_metric in ("auto", "loss")),
+               "select_metric", self.select_metric,
+               "'auto' or 'loss' for n2v (it has no clean data), else " + " | ".join(SELECT_METRICS))
         _check(self.panel_every >= 1, "panel_every", self.panel_every, "at least 1")
         _check(self.threads >= 0, "threads", self.threads, "non-negative")
         parse_fovs(self.val_fovs, "val_fovs")
@@ -154,7 +170,8 @@ class TrainConfig:
         preset = values.get("preset", "default")
         if preset not in PRESETS:
             raise UserError(f"invalid config value preset={preset!r}: expected {' | '.join(PRESETS)}")
-        model_values = {**PRESETS[preset],
+        sr_default = {"sr_head": "shuffle"} if values.get("task") == "jdsr" else {}  # measured better (README)
+        model_values = {**PRESETS[preset], **sr_default,
                         **{k: _coerce(f"model.{k}", v, _field_types(UNetConfig)[k]) for k, v in model.items()}}
         return cls(model=UNetConfig(**model_values), **values)
 

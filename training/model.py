@@ -32,8 +32,19 @@ class _Up(nn.Module):
         return self.up(x)
 
 
+def _sr_head(channels: int, out_channels: int, mode: str) -> nn.Sequential:
+    """2x upsampling head for --task jdsr: a sub-pixel convolution (3x3 conv to 4x channels, pixel shuffle) or a
+    stride-2 transposed convolution, then one 3x3 conv at the output resolution."""
+    if mode == "shuffle":
+        up: list[nn.Module] = [nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2)]
+    else:
+        up = [nn.ConvTranspose2d(channels, channels, 2, stride=2)]
+    return nn.Sequential(*up, nn.ReLU(inplace=True), nn.Conv2d(channels, out_channels, 3, padding=1))
+
+
 class UNet(nn.Module):
-    """Encoder-decoder with skip connections; `residual=True` predicts a correction added to the input.
+    """Encoder-decoder with skip connections; `residual=True` predicts a correction added to the input
+    (with a 2x head, `model.sr_head`, to the bilinearly upsampled input).
 
     Any input size works: the image is reflect-padded to a multiple of 2**depth and cropped back.
     """
@@ -45,6 +56,7 @@ class UNet(nn.Module):
         self.config = config
         self.pad_multiple: int = 2**config.depth
         self.residual: bool = config.residual
+        self.scale: int = 1 if config.sr_head == "none" else 2  # the BMZ export passes a namespace, no .scale
         widths = [config.base_channels * 2**level for level in range(config.depth + 1)]
         self.encoders = nn.ModuleList()
         channels = config.in_channels
@@ -57,7 +69,8 @@ class UNet(nn.Module):
         for width in reversed(widths[:-1]):
             self.ups.append(_Up(width * 2, width, config.upsample))
             self.decoders.append(_conv_block(width * 2, width, config.batch_norm))
-        self.head = nn.Conv2d(widths[0], config.out_channels, 1)
+        self.head = (nn.Conv2d(widths[0], config.out_channels, 1) if self.scale == 1
+                     else _sr_head(widths[0], config.out_channels, config.sr_head))
 
     @property
     def multiple(self) -> int:
@@ -78,8 +91,9 @@ class UNet(nn.Module):
             out = decoder(torch.cat([up(out), skips[-1 - level]], dim=1))
         out = self.head(out)
         if self.residual:
-            out = out + padded
-        return out[..., :height, :width]
+            out = out + (padded if self.scale == 1 else
+                         F.interpolate(padded, scale_factor=2.0, mode="bilinear", align_corners=False))
+        return out[..., : self.scale * height, : self.scale * width]
 
 
 def to_device(model: nn.Module, device: str | torch.device) -> nn.Module:

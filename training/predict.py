@@ -79,7 +79,7 @@ def receptive_radius(config: UNetConfig) -> int:
         radius += scale  # upsample
         scale //= 2
         radius += 2 * scale  # decoder convs
-    return radius
+    return radius + (0 if config.scale == 1 else 2)  # a 2x head: two 3x3 convs, at 1x and at 2x
 
 
 def default_overlap(config: UNetConfig) -> int:
@@ -122,6 +122,8 @@ def tiled_predict(model: torch.nn.Module, normalization: Normalization, image: n
                   amp: bool = True, progress: bool = False) -> np.ndarray:
     """Denoise one 2-D image of any size in overlapping tiles; float32 output in the input's units.
 
+    A 2x model (--task jdsr) returns twice the size: tiles and blend weights are laid out on the input's grid
+    and scaled by 2 on the output's.
     `tile` and `overlap` are rounded up to multiples of 2**depth; `overlap=None` uses `default_overlap`.
     Images no larger than a tile are predicted in one pass (identical to `predict_image`).
     """
@@ -144,16 +146,17 @@ def tiled_predict(model: torch.nn.Module, normalization: Normalization, image: n
     tile_h, tile_w = min(tile, padded_h), min(tile, padded_w)
     ys = tile_starts(padded_h, tile_h, overlap, multiple)
     xs = tile_starts(padded_w, tile_w, overlap, multiple)
-    weights_y = [blend_window(tile_h, overlap, y > 0, y + tile_h < padded_h) for y in ys]
-    weights_x = [blend_window(tile_w, overlap, x > 0, x + tile_w < padded_w) for x in xs]
+    s = config.scale
+    weights_y = [blend_window(s * tile_h, s * overlap, y > 0, y + tile_h < padded_h) for y in ys]
+    weights_x = [blend_window(s * tile_w, s * overlap, x > 0, x + tile_w < padded_w) for x in xs]
     # weights are separable and the tiles form a grid, so their sum is an outer product of two 1-D sums
-    sum_y, sum_x = np.zeros(padded_h), np.zeros(padded_w)
+    sum_y, sum_x = np.zeros(s * padded_h), np.zeros(s * padded_w)
     for y, w in zip(ys, weights_y):
-        sum_y[y:y + tile_h] += w
+        sum_y[s * y:s * (y + tile_h)] += w
     for x, w in zip(xs, weights_x):
-        sum_x[x:x + tile_w] += w
+        sum_x[s * x:s * (x + tile_w)] += w
 
-    output = np.zeros((padded_h, padded_w), dtype=np.float32)
+    output = np.zeros((s * padded_h, s * padded_w), dtype=np.float32)
     positions = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
     use_amp = amp and device.type == "cuda"
     batches = range(0, len(positions), max(1, int(batch_size)))
@@ -169,10 +172,11 @@ def tiled_predict(model: torch.nn.Module, normalization: Normalization, image: n
             y = model(x)
         y = y.float()[:, 0].cpu().numpy()
         for (i, j), pred in zip(chunk, y):
-            weight = np.outer(weights_y[i] / sum_y[ys[i]:ys[i] + tile_h],
-                              weights_x[j] / sum_x[xs[j]:xs[j] + tile_w]).astype(np.float32)
-            output[ys[i]:ys[i] + tile_h, xs[j]:xs[j] + tile_w] += weight * pred
-    return normalization.denormalize(output[:height, :width], stats)
+            top, left = s * ys[i], s * xs[j]
+            weight = np.outer(weights_y[i] / sum_y[top:top + s * tile_h],
+                              weights_x[j] / sum_x[left:left + s * tile_w]).astype(np.float32)
+            output[top:top + s * tile_h, left:left + s * tile_w] += weight * pred
+    return normalization.denormalize(output[:s * height, :s * width], stats)
 
 
 def seam_mask(shape: tuple[int, int], config: UNetConfig, tile: int = DEFAULT_TILE,
@@ -196,16 +200,19 @@ def predict_stack(model: torch.nn.Module, normalization: Normalization, array: n
                   amp: bool = True, progress: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """Denoise a 2-D image or a stack (leading axes are slices, the last two Y, X), slice by slice.
 
-    Each slice is normalized with its own statistics, as every training image was. float32, same shape.
-    `out` (e.g. a memory-mapped output file) receives the result, so with a memory-mapped input only one slice
-    is ever held in memory.
+    Each slice is normalized with its own statistics, as every training image was. float32, same shape (Y and
+    X doubled for a 2x model). `out` (e.g. a memory-mapped output file) receives the result, so with a
+    memory-mapped input only one slice is ever held in memory.
     """
     if array.ndim < 2:
         raise UserError(f"expected an image with at least 2 axes, got shape {array.shape}")
     slices = array.reshape(-1, *array.shape[-2:])
-    if out is not None and (out.shape != array.shape or out.dtype != np.float32):
-        raise ValueError(f"out must be float32 of shape {array.shape}, got {out.dtype} {out.shape}")
-    output = np.empty(slices.shape, dtype=np.float32) if out is None else out.reshape(slices.shape)
+    scale = model.config.scale
+    shape = (*array.shape[:-2], scale * array.shape[-2], scale * array.shape[-1])
+    if out is not None and (out.shape != shape or out.dtype != np.float32):
+        raise ValueError(f"out must be float32 of shape {shape}, got {out.dtype} {out.shape}")
+    output = (np.empty((len(slices), *shape[-2:]), dtype=np.float32) if out is None
+              else out.reshape(len(slices), *shape[-2:]))
     indices = range(len(slices))
     if progress and len(slices) > 1:
         from tqdm import tqdm
@@ -214,7 +221,7 @@ def predict_stack(model: torch.nn.Module, normalization: Normalization, array: n
     for index in indices:
         output[index] = tiled_predict(model, normalization, slices[index], tile, overlap, batch_size, device, amp,
                                       progress=progress)
-    return output.reshape(array.shape)
+    return output.reshape(shape)
 
 
 def _round_up(value: int, multiple: int) -> int:

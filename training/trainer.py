@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -18,8 +19,8 @@ import torch
 from tqdm import tqdm
 
 from training import distributed
-from training.blindspot import BlindSpotSampler, MaskedLoss, epoch_summary, improved, validate_n2v
-from training.checkpoint import code_version, read_checkpoint, save_checkpoint
+from training.blindspot import BlindSpotSampler, MaskedLoss, epoch_summary, improved, selection_metric, validate_n2v
+from training.checkpoint import code_version, load_weights, read_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data.layouts import ImagePair, discover_pairs, fingerprint, load_pairs
 from training.data.normalization import Normalization, fit_normalization
@@ -32,6 +33,7 @@ from training.metrics import psnr, scale_invariant_psnr, ssim
 from training.model import UNet, count_parameters, to_device
 from training.predict import predict_image, select_device
 from training.resilience import GracefulStop, fault_point, tracked_run
+from training.superres import on_target_grid
 from training.tracking import resolve_tracking_uri
 from training.visualize import display_range, loss_curve_png, panel
 
@@ -65,7 +67,8 @@ class TrainResult:
 def prepare_data(config: TrainConfig, progress: bool = True) -> PreparedData:
     """Find, split and load the pairs; every data problem surfaces here, before anything is written."""
     root = Path(config.data) if config.data else ensure_synthetic_w2s(DEMO_DATA_DIR, progress=progress)
-    layout, sources = discover_pairs(root, config.layout, config.noise_level, config.cache_dir, progress)
+    layout, sources = discover_pairs(root, config.layout, config.noise_level, config.cache_dir, progress,
+                                     sim=config.task == "jdsr")
     if layout == "noisy" and config.task != "n2v":
         raise UserError(f"{root}: noisy images only, no targets to train '{config.task}' on (use --task n2v)")
     split = split_by_fov(sources, config.val_fovs, config.test_fovs)
@@ -75,8 +78,8 @@ def prepare_data(config: TrainConfig, progress: bool = True) -> PreparedData:
     if not split.val:
         raise UserError(f"{root}: no validation images (val FOVs {config.val_fovs} match no file)")
     val_sources = split.val[: config.val_max_images] if config.val_max_images else split.val
-    train = load_pairs(split.train)
-    val = load_pairs(val_sources)
+    train = load_pairs(split.train, scale=config.model.scale)
+    val = load_pairs(val_sources, scale=config.model.scale)
     return PreparedData(root, layout, split, train, val, fingerprint(sources))
 
 
@@ -104,8 +107,9 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
     with distributed.main_first(context):  # rank 0 builds any data cache; the others then read it
         data = prepare_data(config, progress)
     target_norm = config.target_normalization
-    if target_norm == "auto":
-        target_norm = "fit" if data.layout == "8bit" else "input"
+    if target_norm == "auto":  # 8-bit images are stretched one by one, and SIM (jdsr) is another modality:
+        target_norm = "fit" if config.task == "jdsr" or data.layout == "8bit" else "input"  # relate units per image
+    select = selection_metric(config.select_metric, config.task, target_norm)
     fit_pairs = [(p.noisy, p.clean) for p in data.train] if target_norm == "fit" and config.task != "n2v" else []
     normalization = fit_normalization(config.normalization, config.percentiles, target_norm,
                                       [img for p in data.train for img in _training_images(p, config.task)], fit_pairs)
@@ -119,13 +123,17 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = distributed.rank_rng(config.seed, context.rank)
-    model = to_device(UNet(config.model), device)
+    model = UNet(config.model)
+    if config.init_weights and state is None:
+        _init_weights(model, config)
+    model = to_device(model, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = torch.nn.L1Loss() if config.loss == "l1" else torch.nn.MSELoss()
-    sampler = PatchSampler(data.train, normalization, config.patch_size, config.batch_size, config.augment, rng)
+    sampler = PatchSampler(data.train, normalization, config.patch_size, config.batch_size, config.augment, rng,
+                           config.model.scale)
     train_loss_fn = loss_fn
     if config.task == "n2v":  # noisy patches, blind-spot masked; the loss sees the masked pixels only
         sampler, train_loss_fn = BlindSpotSampler(data.train, normalization, config, rng), MaskedLoss(config.loss)
@@ -220,7 +228,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                       "patches_per_s": patches_per_s, "train_minutes": train_seconds / 60,
                       **{f"noisy_{k}": v for k, v in noisy_metrics.items()}}
             history.append(record)
-            if improved(config.task, val, best):
+            if improved(select, val, best):
                 best, best_epoch = {k: v for k, v in val.items()}, epoch
                 save_checkpoint(run_dir / "best.pt", _payload(model, config, normalization, data, run_dir, run_id,
                                                               epoch, history, best, best_epoch))
@@ -350,12 +358,13 @@ def _training_images(pair: ImagePair, task: str) -> tuple[np.ndarray, ...]:
 
 
 def _noisy_metrics(pairs: list[ImagePair]) -> dict[str, float]:
-    """The bar every model must clear: the noisy input itself scored against the target (none without targets)."""
+    """The bar every model must clear: the noisy input itself (bicubic-upsampled for a 2x target) scored against
+    the target (none without targets)."""
     if any(pair.clean is None for pair in pairs):
         return {}
     metrics = {"psnr": [], "si_psnr": [], "ssim": []}
     for pair in pairs:
-        clean, noisy = np.asarray(pair.clean, np.float32), np.asarray(pair.noisy, np.float32)
+        clean, noisy = np.asarray(pair.clean, np.float32), on_target_grid(pair.noisy, pair.clean)
         metrics["psnr"].append(psnr(clean, noisy))
         metrics["si_psnr"].append(scale_invariant_psnr(clean, noisy))
         metrics["ssim"].append(ssim(clean, noisy))
@@ -378,6 +387,18 @@ def _lr_lambda(config: TrainConfig):
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
+
+
+def _init_weights(model: UNet, config: TrainConfig) -> None:
+    """Fine-tuning: the run starts from another run's weights; its optimizer, schedule and epochs start afresh."""
+    checkpoint = read_checkpoint(config.init_weights)
+    source = TrainConfig.from_dict(checkpoint["config"], source=config.init_weights)
+    if source.model != config.model:
+        differ = sorted(k for k, v in dataclasses.asdict(source.model).items()
+                        if getattr(config.model, k) != v)
+        raise UserError(f"{config.init_weights}: its model differs from this run's in " + ", ".join(
+            f"{k} ({getattr(source.model, k)} there, {getattr(config.model, k)} here)" for k in differ))
+    load_weights(model, checkpoint, config.init_weights)
 
 
 def _payload(model, config, normalization, data, run_dir, run_id, epoch, history, best, best_epoch) -> dict[str, Any]:
@@ -413,7 +434,7 @@ def _log_pictures(tracker, model, normalization, pairs, device, history, epoch, 
         return
     for pair in pairs[:PANEL_IMAGES]:
         prediction = predict_image(model, normalization, pair.noisy, device)
-        images = [pair.noisy, prediction] + ([pair.clean] if pair.clean is not None else [])
+        images = [on_target_grid(pair.noisy, pair.clean), prediction] + ([pair.clean] if pair.clean is not None else [])
         value_range = display_range(images[-1])  # one range for all, so brightness compares honestly
         image = panel(images, [value_range] * len(images))
         tracker.call("logging panels", mlflow.log_image, image, artifact_file=f"panels/{pair.name}/epoch_{epoch:03d}.png")

@@ -38,13 +38,15 @@ TRAIN_OPTIONS = {
     "lr": "lr", "seed": "seed", "device": "device", "out_dir": "out_dir", "run_name": "run_name",
     "experiment": "experiment", "tracking_uri": "tracking_uri", "threads": "threads", "log_model": "log_model",
     "depth": "model.depth", "base_channels": "model.base_channels", "batch_norm": "model.batch_norm",
-    "residual": "model.residual", "upsample": "model.upsample", "max_minutes": "max_minutes",
+    "residual": "model.residual", "upsample": "model.upsample", "sr_head": "model.sr_head",
+    "max_minutes": "max_minutes", "init_weights": "init_weights",
 }
 
 
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML or JSON config file.")
-@click.option("--task", type=click.Choice(TASKS), help="denoise (supervised, default) | n2v (Noise2Void: noisy images only).")
+@click.option("--task", type=click.Choice(TASKS), help="denoise (supervised, default) | n2v (Noise2Void: noisy "
+              "images only) | jdsr (joint denoising + 2x super-resolution, widefield -> SIM).")
 @click.option("--data", help="Dataset root (any W2S layout or inputs/ + targets/). Default: embedded synthetic demo data.")
 @click.option("--layout", type=click.Choice(LAYOUTS), help="Force a data layout instead of detecting it.")
 @click.option("--noise-level", type=click.Choice(NOISE_LEVELS), help="Input noise level (target is avg400).")
@@ -57,6 +59,8 @@ TRAIN_OPTIONS = {
 @click.option("--batch-norm/--no-batch-norm", default=None)
 @click.option("--residual/--no-residual", default=None)
 @click.option("--upsample", type=click.Choice(["bilinear", "transpose"]))
+@click.option("--sr-head", type=click.Choice(["shuffle", "transpose"]), help="--task jdsr: the 2x output head.")
+@click.option("--init-weights", type=click.Path(), help="Fine-tune: start from this checkpoint's weights (same model).")
 @click.option("--epochs", type=int)
 @click.option("--steps-per-epoch", type=int)
 @click.option("--batch-size", type=int)

@@ -47,7 +47,7 @@ def predict(inputs: tuple[str, ...], model_spec: str, out_dir: str, tile: int, o
     """Denoise images: INPUT... are TIFF, PNG or NPY files (or folders of them); writes OUT/<name>.tif.
 
     2-D images and stacks (leading axes are slices, the last two Y, X) of any size; the output is float32,
-    the same shape, in the input's units.
+    the same shape (Y and X doubled for a --task jdsr model), in the input's units.
     """
     from tqdm import tqdm
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.blindspot import BlindSpotSampler, MaskedLoss, _offsets, blind_spot, improved
+from training.blindspot import BlindSpotSampler, MaskedLoss, _offsets, blind_spot, improved, selection_metric
 from training.config import TrainConfig, UNetConfig
+from training.errors import UserError
 from training.data.layouts import ImagePair, PairSource
 from training.data.normalization import Normalization
 from training.model import UNet
@@ -104,8 +105,21 @@ def test_sampler_never_reads_targets_and_packs_the_noisy_patch_with_its_mask():
 
 
 def test_model_selection_uses_no_clean_data_for_n2v():
+    metric = selection_metric("auto", "n2v", "input")
+    assert metric == "val_loss"
     best = {"val_loss": 0.2, "val_psnr": 30.0}
-    assert improved("n2v", {"val_loss": 0.1, "val_psnr": 10.0}, best)
-    assert not improved("n2v", {"val_loss": 0.3, "val_psnr": 40.0}, best)
-    assert improved("denoise", {"val_loss": 0.3, "val_psnr": 40.0}, best)
-    assert improved("n2v", {"val_loss": 9.0}, {})
+    assert improved(metric, {"val_loss": 0.1, "val_psnr": 10.0}, best)
+    assert not improved(metric, {"val_loss": 0.3, "val_psnr": 40.0}, best)
+    assert improved(metric, {"val_loss": 9.0}, {})
+    with pytest.raises(UserError, match="select_metric"):
+        TrainConfig(task="n2v", select_metric="psnr").validate()
+
+
+def test_model_selection_by_si_psnr_where_targets_are_in_other_units():
+    assert selection_metric("auto", "denoise", "input") == "val_psnr"
+    assert selection_metric("auto", "denoise", "fit") == "val_si_psnr"  # the 8-bit release's per-image stretch
+    assert selection_metric("ssim", "denoise", "fit") == "val_ssim"
+    best = {"val_psnr": 27.0, "val_si_psnr": 32.0, "val_ssim": 0.7}
+    assert improved("val_psnr", {"val_psnr": 27.1, "val_si_psnr": 31.0, "val_ssim": 0.6}, best)
+    assert not improved("val_si_psnr", {"val_psnr": 27.1, "val_si_psnr": 31.0, "val_ssim": 0.6}, best)
+    assert improved("val_ssim", {"val_psnr": 20.0, "val_si_psnr": 20.0, "val_ssim": 0.8}, best)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from training.data.layouts import detect_layout, discover_pairs, load_pairs
-from training.data.synthetic import SyntheticSpec, ensure_synthetic_w2s
+from training.superres import upsample
+from training.data.synthetic import SyntheticSpec, blur, ensure_synthetic_w2s, scene_structures, sim_image
 
 TINY = SyntheticSpec(fovs=(1, 2, 71), channels=2, frames=4, size=32, seed=5)
 
@@ -23,7 +24,8 @@ def tiny_demo(tmp_path_factory):
 
 
 def test_written_in_the_raw_layout(tiny_demo):
-    assert sorted(file_bytes(tiny_demo)) == [f"Image{f:03d}/wf_channel{c}.npy" for f in (1, 2, 71) for c in (0, 1)]
+    assert sorted(file_bytes(tiny_demo)) == [f"Image{f:03d}/{kind}_channel{c}.npy" for f in (1, 2, 71)
+                                             for kind in ("sim", "wf") for c in (0, 1)]
     stack = np.load(tiny_demo / "Image071" / "wf_channel1.npy")
     assert stack.shape == (4, 32, 32) and stack.dtype == np.uint16
     assert detect_layout(tiny_demo) == "raw"
@@ -65,3 +67,26 @@ def test_a_different_spec_rewrites(tmp_path):
     first = np.load(root / "Image001" / "wf_channel0.npy")
     ensure_synthetic_w2s(root, SyntheticSpec(fovs=(1,), channels=1, frames=3, size=16, seed=0))
     assert np.load(root / "Image001" / "wf_channel0.npy").shape == (3, 16, 16) != first.shape
+
+
+def test_sim_targets_are_sharper_2x_renderings_of_the_widefield_scene(tiny_demo, tmp_path):
+    """--task jdsr's demo target: twice the size, aligned with the widefield average, with more fine detail."""
+    _, sources = discover_pairs(tiny_demo, "auto", "avg1", cache_dir=str(tmp_path / "cache"), sim=True)
+    _, plain = discover_pairs(tiny_demo, "auto", "avg1", cache_dir=str(tmp_path / "cache"))
+    for pair, average in zip(load_pairs(sources, scale=2), load_pairs(plain)):
+        sim = np.asarray(pair.clean, np.float64)
+        assert sim.shape == (64, 64) and pair.clean.dtype == np.float32
+        binned = sim.reshape(32, 2, 32, 2).mean(axis=(1, 3))
+        assert np.corrcoef(binned.ravel(), np.asarray(average.clean).ravel())[0, 1] > 0.9
+        shifted = np.corrcoef(binned[:, 3:].ravel(), np.asarray(average.clean)[:, :-3].ravel())[0, 1]
+        assert shifted < 0.9  # the alignment above is not just smoothness
+    spec = SyntheticSpec(size=64)
+    structures = scene_structures(np.random.default_rng(0), spec)
+    for structure in structures[1:]:  # filaments, vesicles (nuclei are smooth blobs either way)
+        sim = sim_image(structure, spec).astype(np.float64)  # more detail than the noise-free widefield at 2x
+        assert _detail(sim) > 1.15 * _detail(upsample(blur(structure, spec.psf_sigma)))
+
+
+def _detail(image):
+    """Mean absolute neighbour difference relative to the contrast: higher for a sharper image."""
+    return np.abs(np.diff(image, axis=1)).mean() / (image.max() - image.min() + 1e-12)

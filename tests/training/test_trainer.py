@@ -182,6 +182,29 @@ def test_resume_refuses_changed_data(tiny_training, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
+def test_init_weights_fine_tunes_from_another_runs_weights(tiny_training, tmp_path):
+    source = tiny_training.full_dir / "last.pt"
+    args = tiny_train_args(tmp_path, tiny_training.data, "--val-fovs", "071", "--init-weights", str(source),
+                           "--lr", "1e-12", "--set", "warmup_steps=0", "--seed", "3", steps=1)
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    tuned = torch.load(Path((tmp_path / "runs" / "latest").read_text()) / "last.pt", weights_only=True)
+    start = torch.load(source, weights_only=True)
+    assert tuned["epoch"] == 1 and tuned["config"]["init_weights"] == str(source)
+    for name, weight in start["model_state"].items():  # lr ~0: the one step leaves the loaded weights in place
+        torch.testing.assert_close(tuned["model_state"][name], weight)
+
+
+def test_init_weights_refuses_another_architecture(tiny_training, tmp_path):
+    source = tiny_training.full_dir / "best.pt"
+    args = tiny_train_args(tmp_path, tiny_training.data, "--val-fovs", "071", "--init-weights", str(source))
+    args[args.index("--base-channels") + 1] = "8"
+    result = invoke(args)
+    assert result.exit_code == 2, result.output
+    assert f"{source}: its model differs from this run's in base_channels (4 there, 8 here)" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
 def test_resume_from_another_directory_continues_in_the_original_folder(tmp_path, monkeypatch):
     data = write_8bit(tmp_path / "data", fovs={"train": (1, 71)}, channels=1)
     first_cwd, other_cwd = tmp_path / "a", tmp_path / "b"

@@ -23,7 +23,9 @@ from training.io import check_finite, read_image, tiff_shape
 W2S_NAME = re.compile(r"^(\d{3})_(\d+)$")
 RAW_DIR = re.compile(r"^Image(\d{3})$")
 RAW_STACK = re.compile(r"^wf_channel(\d+)\.npy$")
+RAW_SIM = "sim_channel{}.npy"
 TARGET_LEVEL = "avg400"
+SIM_TARGET = "sim"  # --task jdsr: ROOT/{train,test}/sim/FFF_c.png, normalized/sim/FFF_c.npy, ImageFFF/sim_channelC.npy
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -76,29 +78,37 @@ def detect_layout(root: Path) -> str:
 
 
 def discover_pairs(root: str | Path, layout: str, noise_level: str, cache_dir: str = "",
-                   progress: bool = True) -> tuple[str, list[PairSource]]:
-    """List every pair in `root` for the given noise level; returns (resolved layout, pairs sorted by name)."""
+                   progress: bool = True, sim: bool = False) -> tuple[str, list[PairSource]]:
+    """List every pair in `root` for the given noise level; returns (resolved layout, pairs sorted by name).
+
+    `sim=True` (--task jdsr) pairs each widefield input with its 2x SIM image instead of avg400.
+    """
     root = Path(root)
     try:
-        return _discover_pairs(root, layout, noise_level, cache_dir, progress)
+        return _discover_pairs(root, layout, noise_level, cache_dir, progress, sim)
     except OSError as exc:  # a folder that cannot be listed (permissions, a link loop, I/O errors)
         raise UserError(f"{exc.filename or root}: {exc.strerror or exc}") from None
 
 
 def _discover_pairs(root: Path, layout: str, noise_level: str, cache_dir: str,
-                    progress: bool) -> tuple[str, list[PairSource]]:
+                    progress: bool, sim: bool) -> tuple[str, list[PairSource]]:
     if layout == "auto":
         layout = detect_layout(root)
     elif not root.is_dir():
         raise UserError(f"{root}: data directory not found")
+    if sim and layout in ("paired", "noisy"):
+        raise UserError(f"{root}: the {layout} layout has no SIM targets; --task jdsr needs a W2S layout "
+                        f"(8bit, normalized or raw) with {SIM_TARGET} images")
     finder = {"8bit": _eight_bit_pairs, "normalized": _normalized_pairs, "paired": _paired_pairs,
               "noisy": _noisy_sources}.get(layout)
     if layout == "raw":
         from training.data.raw import raw_pairs
 
-        pairs = raw_pairs(root, noise_level, cache_dir, progress)
+        pairs = raw_pairs(root, noise_level, cache_dir, progress, sim)
     elif finder is None:
         raise UserError(f"unknown layout '{layout}'")
+    elif sim:
+        pairs = finder(root, noise_level, SIM_TARGET)
     else:
         pairs = finder(root, noise_level)
     if not pairs:
@@ -106,8 +116,10 @@ def _discover_pairs(root: Path, layout: str, noise_level: str, cache_dir: str,
     return layout, sorted(pairs, key=lambda p: (p.group, -1 if p.slice_index is None else p.slice_index, p.name))
 
 
-def load_pairs(sources: list[PairSource], check: bool = True) -> list[ImagePair]:
-    """Read pixels (NPY memory-mapped, the rest into memory); refuse NaN/Inf and mismatched shapes."""
+def load_pairs(sources: list[PairSource], check: bool = True, scale: int = 1) -> list[ImagePair]:
+    """Read pixels (NPY memory-mapped, the rest into memory); refuse NaN/Inf and mismatched shapes.
+
+    `scale`: the target's size over the input's (2 for --task jdsr's SIM targets)."""
     cache: dict[Path, np.ndarray] = {}
     pairs = []
     for src in sources:
@@ -118,8 +130,10 @@ def load_pairs(sources: list[PairSource], check: bool = True) -> list[ImagePair]
                 check_finite(noisy, src.input_path)
             pairs.append(ImagePair(src, noisy, None))
             continue
-        if noisy.shape != clean.shape:
-            raise UserError(f"{src.input_path}: shape {noisy.shape} does not match target {src.target_path} {clean.shape}")
+        if clean.shape != tuple(scale * n for n in noisy.shape):
+            expected = "" if scale == 1 else f" ({scale}x the input expected)"
+            raise UserError(f"{src.input_path}: shape {noisy.shape} does not match target {src.target_path} "
+                            f"{clean.shape}{expected}")
         if check:
             check_finite(noisy, src.input_path)
             check_finite(clean, src.target_path)
@@ -167,6 +181,8 @@ def _eight_bit_root(root: Path) -> Path | None:
 def _w2s_pairs(input_dir: Path, target_dir: Path, suffix: str) -> list[PairSource]:
     if not input_dir.is_dir():
         return []
+    if target_dir.name == SIM_TARGET and not target_dir.is_dir():
+        raise UserError(f"{target_dir}: SIM target folder not found (--task jdsr needs the SIM images)")
     pairs = []
     for path in sorted(input_dir.glob(f"*{suffix}")):
         match = W2S_NAME.match(path.stem)
@@ -180,19 +196,19 @@ def _w2s_pairs(input_dir: Path, target_dir: Path, suffix: str) -> list[PairSourc
     return pairs
 
 
-def _eight_bit_pairs(root: Path, noise_level: str) -> list[PairSource]:
+def _eight_bit_pairs(root: Path, noise_level: str, target: str = TARGET_LEVEL) -> list[PairSource]:
     base = _eight_bit_root(root)
     if base is None:
         raise UserError(f"{root}: not an 8-bit W2S layout (no train/{TARGET_LEVEL} or test/{TARGET_LEVEL})")
     pairs = []
     for split in ("train", "test"):
-        pairs += _w2s_pairs(base / split / noise_level, base / split / TARGET_LEVEL, ".png")
+        pairs += _w2s_pairs(base / split / noise_level, base / split / target, ".png")
     return pairs
 
 
-def _normalized_pairs(root: Path, noise_level: str) -> list[PairSource]:
+def _normalized_pairs(root: Path, noise_level: str, target: str = TARGET_LEVEL) -> list[PairSource]:
     base = root / "normalized" if (root / "normalized").is_dir() else root
-    return _w2s_pairs(base / noise_level, base / TARGET_LEVEL, ".npy")
+    return _w2s_pairs(base / noise_level, base / target, ".npy")
 
 
 def _paired_pairs(root: Path, noise_level: str) -> list[PairSource]:

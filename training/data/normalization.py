@@ -43,7 +43,7 @@ class Normalization:
             return self.stats(clean)
         if self.target != "fit":
             return self.stats(noisy)
-        slope, intercept = input_frame_fit(self.normalize(noisy), clean)
+        slope, intercept = input_frame_fit(self.normalize(noisy), to_input_grid(clean, noisy.shape))
         if slope <= EPS:  # no positive relation to fit (a blank target): fall back to the target's own scale
             return self.stats(clean)
         scale = 1.0 / (self.gain * slope)
@@ -74,6 +74,16 @@ class Normalization:
     @classmethod
     def from_dict(cls, data: dict) -> "Normalization":
         return cls(**data)
+
+
+def to_input_grid(clean: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A target on the input's pixel grid: a 2x (--task jdsr) target is averaged over 2x2 blocks, so the
+    input/target fit compares the same areas; a same-size target is returned as it is."""
+    if clean.shape == tuple(shape):
+        return clean
+    factor = clean.shape[0] // shape[0]
+    blocks = np.asarray(clean, dtype=np.float32)[: shape[0] * factor, : shape[1] * factor]
+    return blocks.reshape(shape[0], factor, shape[1], factor).mean(axis=(1, 3))
 
 
 def input_frame_fit(noisy_n: np.ndarray, clean: np.ndarray) -> tuple[float, float]:
@@ -118,7 +128,7 @@ def _mean_map_to_own(normalization: Normalization, pairs) -> tuple[float, float]
     """Mean (gain, bias) with own-normalized target ~ gain * input-frame target + bias, over the pairs."""
     gains, biases = [], []
     for noisy, clean in pairs:
-        slope, intercept = input_frame_fit(normalization.normalize(noisy), clean)
+        slope, intercept = input_frame_fit(normalization.normalize(noisy), to_input_grid(clean, noisy.shape))
         if slope <= EPS:
             continue
         offset, scale = normalization.stats(clean)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training.data.layouts import RAW_DIR, RAW_STACK, TARGET_LEVEL, PairSource
+from training.data.layouts import RAW_DIR, RAW_SIM, RAW_STACK, TARGET_LEVEL, PairSource
 from training.errors import UserError
 from training.io import check_finite, save_npy, write_text
 
@@ -23,7 +23,9 @@ LEVELS = (1, 2, 4, 8, 16)
 CHUNK = 16
 
 
-def raw_pairs(root: Path, noise_level: str, cache_dir: str = "", progress: bool = True) -> list[PairSource]:
+def raw_pairs(root: Path, noise_level: str, cache_dir: str = "", progress: bool = True,
+              sim: bool = False) -> list[PairSource]:
+    """Pairs of cached noise levels and avg400, or with `sim` (--task jdsr) ImageFFF/sim_channelC.npy."""
     stacks = []
     for fov_dir in sorted(p for p in root.iterdir() if p.is_dir() and RAW_DIR.match(p.name)):
         for stack in sorted(fov_dir.glob("wf_channel*.npy")):
@@ -32,13 +34,18 @@ def raw_pairs(root: Path, noise_level: str, cache_dir: str = "", progress: bool 
                 stacks.append((int(RAW_DIR.match(fov_dir.name).group(1)), int(match.group(1)), stack))
     if not stacks:
         raise UserError(f"{root}: no ImageFFF/wf_channelC.npy stacks found")
+    targets = {(fov, channel): stack.parent / RAW_SIM.format(channel) for fov, channel, stack in stacks}
+    missing = [path for path in targets.values() if not path.is_file()] if sim else []
+    if missing:
+        raise UserError(f"{missing[0]}: SIM target not found (--task jdsr needs {RAW_SIM.format('C')} beside "
+                        f"every wf_channelC.npy; {len(missing)} missing)")
     cache = resolve_cache_dir(root, cache_dir)
     todo = [s for s in stacks if not _is_cached(cache, *s)]
     for fov, channel, stack in tqdm(todo, desc="averaging raw stacks (once)", unit="stack", disable=not (todo and progress)):
         build_averages(stack, cache, fov, channel)
     return [
         PairSource(f"{fov:03d}_{channel}", f"{fov:03d}", fov, _cached(cache, fov, channel, noise_level),
-                   _cached(cache, fov, channel, TARGET_LEVEL))
+                   targets[fov, channel] if sim else _cached(cache, fov, channel, TARGET_LEVEL))
         for fov, channel, _ in stacks
     ]
 

@@ -4,6 +4,10 @@ Each field of view holds a few cells; channel 0 shows nuclei, channel 1 actin-li
 vesicles, blurred by a Gaussian PSF and imaged frame by frame with Poisson shot noise, camera gain, offset
 and Gaussian read noise at W2S-like counts (about 100..400). Deterministic from the seed, so every fresh
 clone trains on the same pixels through exactly the code path real raw data takes.
+
+For `--task jdsr` each channel also has a noise-free "SIM" image, `sim_channel{c}.npy`, of twice the size: the
+same structures rendered at 2x sampling with a PSF half as wide (SIM's ~2x resolution), in other units
+than the widefield counts, as in W2S.
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, zoom
 from tqdm import tqdm
 
 from training.io import save_npy, write_text
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: SIM targets (widefield pixels unchanged)
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class SyntheticSpec:
     offset: float = 100.0
     read_noise: float = 4.0
     psf_sigma: float = 1.3
+    sim_peak: float = 1000.0  # SIM image = sim_offset + sim_peak * structure (noise-free)
+    sim_offset: float = 50.0
     seed: int = 0
 
 
@@ -49,16 +55,37 @@ def ensure_synthetic_w2s(root: str | Path, spec: SyntheticSpec = SyntheticSpec()
         pass
     for fov in tqdm(spec.fovs, desc="writing synthetic W2S demo data", unit="FOV", disable=not progress):
         rng = np.random.default_rng([spec.seed, fov])
-        clean = fluorescence_scene(rng, spec)
+        structures = scene_structures(rng, spec)
+        clean = [blur(image, spec.psf_sigma) for image in structures]
+        sim = [sim_image(image, spec) for image in structures]
         for channel in range(spec.channels):
             stack = image_stack(rng, clean[channel % len(clean)], spec)
             save_npy(root / f"Image{fov:03d}" / f"wf_channel{channel}.npy", stack)
+            save_npy(root / f"Image{fov:03d}" / f"sim_channel{channel}.npy", sim[channel % len(sim)])
     write_text(marker, json.dumps(wanted, indent=1))
     return root
 
 
 def fluorescence_scene(rng: np.random.Generator, spec: SyntheticSpec) -> list[np.ndarray]:
-    """Noise-free images in [0, 1] of the same cells in three stains: nuclei, filaments, vesicles."""
+    """Noise-free widefield images in [0, 1] of the same cells in three stains: nuclei, filaments, vesicles."""
+    return [blur(image, spec.psf_sigma) for image in scene_structures(rng, spec)]
+
+
+def blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """An image seen through a Gaussian PSF, scaled to a peak of 1."""
+    return np.clip(gaussian_filter(image, sigma), 0, None) / max(float(image.max()), 1e-6)
+
+
+def sim_image(structure: np.ndarray, spec: SyntheticSpec) -> np.ndarray:
+    """The 2x SIM rendering of one stain: sampled twice as finely (linear interpolation of the structure) and
+    blurred by a PSF half as wide as the widefield one (`psf_sigma` pixels of the 2x grid), float32."""
+    fine = zoom(structure, 2, order=1, grid_mode=True, mode="grid-constant")
+    image = blur(fine, spec.psf_sigma)
+    return (spec.sim_offset + spec.sim_peak * image / max(float(image.max()), 1e-6)).astype(np.float32)
+
+
+def scene_structures(rng: np.random.Generator, spec: SyntheticSpec) -> list[np.ndarray]:
+    """The three stains before any PSF: nuclei, filaments, vesicles (arbitrary units)."""
     size = spec.size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     centers = rng.uniform(0.15 * size, 0.85 * size, size=(int(rng.integers(3, 6)), 2))
@@ -97,8 +124,7 @@ def fluorescence_scene(rng: np.random.Generator, spec: SyntheticSpec) -> list[np
             blob = np.exp(-((yy[y0:y1, x0:x1] - sy) ** 2 + (xx[y0:y1, x0:x1] - sx) ** 2) / (2 * radius**2))
             vesicles[y0:y1, x0:x1] = np.maximum(vesicles[y0:y1, x0:x1], brightness * blob)
 
-    return [np.clip(gaussian_filter(img, spec.psf_sigma), 0, None) / max(float(img.max()), 1e-6)
-            for img in (nuclei, filaments, vesicles)]
+    return [nuclei, filaments, vesicles]
 
 
 def image_stack(rng: np.random.Generator, clean: np.ndarray, spec: SyntheticSpec) -> np.ndarray:
