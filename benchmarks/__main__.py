@@ -128,6 +128,9 @@ def _add_rows(table, part: str, r: dict[str, Any]) -> None:
             table.add("1 training", f"{preset} ({p['parameters'] / 1e6:.2f} M params) patches/s",
                       p["patches_per_s"], f"{r['batch_size']} x {r['patch_size']}^2")
             table.add("1 training", f"{preset} Mpx/s", p["mpx_per_s"])
+        p = r["careamics_size"]
+        table.add("1 training", f"depth 2 ({p['parameters'] / 1e6:.2f} M params, CAREamics' CARE size) patches/s",
+                  p["patches_per_s"], "CAREamics' figure: docs/performance.md")
         table.add("1 training", "default / seed, from the medians", r["speedup_default_over_seed"], "x")
         table.add("1 training", "default / seed, paired by round", r["speedup_paired_by_round"],
                   f"x (median of {len(r['speedup_per_round'])} rounds)")

@@ -1,4 +1,6 @@
-"""1. Training throughput: the default model against the `seed` preset, same patches and batch, same loop.
+"""1. Training throughput: the default model against the `seed` preset, same patches and batch, same loop;
+and the default architecture at CAREamics' default CARE size (depth 2, 32 filters), the model a user would
+otherwise train, to compare per-patch speed at (nearly) equal size with CAREamics' own measured figure.
 
 Both run the trainer's own step (`training.trainer.train_step`: forward, L1 loss, backward, AdamW) on
 batches from the harness's `PatchSampler`. Steps of the two models are interleaved round by round, so a
@@ -23,9 +25,9 @@ from training.trainer import train_step
 class TrainingLoop:
     """One model, optimizer and sampler, configured as `w2s train` would configure them."""
 
-    def __init__(self, preset: str, patch_size: int, batch_size: int, seed: int = 0):
+    def __init__(self, preset: str, patch_size: int, batch_size: int, seed: int = 0, model: dict | None = None):
         self.config = TrainConfig.from_dict({"preset": preset, "patch_size": patch_size, "batch_size": batch_size,
-                                             "device": "cpu"}).validate()
+                                             "device": "cpu", **({"model": model} if model else {})}).validate()
         torch.manual_seed(seed)
         self.model = to_device(UNet(self.config.model), "cpu")  # as the trainer sets it up
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr,
@@ -49,6 +51,7 @@ class TrainingLoop:
 
 def run(patch_size: int, batch_size: int, rounds: int, steps_per_round: int, warmup: int = 1) -> dict[str, Any]:
     loops = {preset: TrainingLoop(preset, patch_size, batch_size) for preset in ("default", "seed")}
+    loops["careamics_size"] = TrainingLoop("default", patch_size, batch_size, model={"depth": 2, "base_channels": 32})
     for loop in loops.values():
         for _ in range(warmup):
             loop.step(record=False)
@@ -58,9 +61,9 @@ def run(patch_size: int, batch_size: int, rounds: int, steps_per_round: int, war
                 loop.step()
     pixels = patch_size * patch_size
     out: dict[str, Any] = {"patch_size": patch_size, "batch_size": batch_size, "timed_steps": rounds * steps_per_round}
-    for preset, loop in loops.items():
+    for name, loop in loops.items():
         step = statistics.median(loop.step_times)
-        out[preset] = {"parameters": count_parameters(loop.model), "median_step_s": step,
+        out[name] = {"parameters": count_parameters(loop.model), "median_step_s": step,
                        "patches_per_s": batch_size / step, "mpx_per_s": batch_size * pixels / step / 1e6,
                        "step_times_s": loop.step_times}
     out["speedup_default_over_seed"] = out["default"]["patches_per_s"] / out["seed"]["patches_per_s"]

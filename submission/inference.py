@@ -2,7 +2,8 @@
 
 The contract (shared/docs/challenge.md): read `/input/images/image-stack-*-noise/*.tif[f]` (read-only),
 write `/output/images/image-stack-denoised/<input stem>.tif`, float32, the input's exact shape (2-D or a
-stack: every slice over the leading axes is denoised), with a resolution unit so that Grand Challenge's
+stack: every slice over the leading axes is denoised; Y and X doubled for a jdsr model, which only
+`w2s package --allow-2x` packages, as the challenge rejects such outputs), with a resolution unit so that Grand Challenge's
 importer (panimg) accepts it; exactly one output per input; no network; a non-zero exit fails the job.
 
 Prediction is `training.predict.predict_stack` (per-slice normalization, tiled, normalization inverted), the
@@ -196,7 +197,8 @@ def load_packaged_model(model_dir: Path, device):
 
 def denoise(loaded, image, device, tile: int = DEFAULT_TILE, batch_size: int | None = None, amp: bool = True,
             out=None):
-    """The packaged model applied to a 2-D image or a stack; float32, same shape (training.predict)."""
+    """The packaged model applied to a 2-D image or a stack; float32, same shape (Y and X doubled for a jdsr
+    model packaged with --allow-2x) (training.predict)."""
     from training.predict import DEFAULT_BATCH_SIZE, predict_stack
 
     return predict_stack(loaded.model, loaded.normalization, image, tile=tile, overlap=None,
@@ -220,9 +222,11 @@ def process_case(path: Path, output_root: Path, loaded, device, tile: int, batch
         raise SubmissionError(str(exc)) from None
     started = time.perf_counter()
     target = output_path_for(output_root, path)
+    scale = loaded.model.config.scale  # 1, or 2 for a jdsr model packaged with --allow-2x
+    shape = (*image.shape[:-2], scale * image.shape[-2], scale * image.shape[-1])
     try:
-        with tiff_writer_memmap(target, image.shape) as output:  # float32, resolution unit, temp name then rename
-            inputs, outputs = image.reshape(-1, *image.shape[-2:]), output.reshape(-1, *image.shape[-2:])
+        with tiff_writer_memmap(target, shape) as output:  # float32, resolution unit, temp name then rename
+            inputs, outputs = image.reshape(-1, *image.shape[-2:]), output.reshape(-1, *shape[-2:])
             for index in range(len(inputs)):
                 denoise(loaded, inputs[index], device, tile, batch_size, amp, out=outputs[index])
                 output.flush()  # written back slice by slice: dirty pages stay reclaimable under a memory limit
@@ -287,7 +291,9 @@ def self_check(model_dir: Path) -> int:
     loaded, manifest = load_packaged_model(Path(model_dir), device)
     stack = np.random.default_rng(0).poisson(200.0, size=(2, 40, 56)).astype(np.uint16)
     output = denoise(loaded, stack, device, tile=DEFAULT_TILE)
-    if output.shape != stack.shape or output.dtype != np.float32 or not np.isfinite(output).all():
+    scale = loaded.model.config.scale
+    expected = (*stack.shape[:-2], scale * stack.shape[-2], scale * stack.shape[-1])
+    if output.shape != expected or output.dtype != np.float32 or not np.isfinite(output).all():
         raise SubmissionError(f"self-check failed: output {output.shape} {output.dtype} for input {stack.shape}")
     log(f"self-check ok: {Path(model_dir) / CHECKPOINT_NAME} (sha256 "
         f"{manifest['files'][CHECKPOINT_NAME]['sha256'][:12]}, run {manifest.get('run_id') or '?'})")

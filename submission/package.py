@@ -30,8 +30,10 @@ from training.errors import UserError, first_line
 PACKAGED_NAMES = (CHECKPOINT_NAME, CONFIG_NAME, MANIFEST_NAME)
 
 
-def package_model(spec: str | Path, out_dir: str | Path, tracking_uri: str = "") -> dict[str, Any]:
-    """Write checkpoint, config and manifest for `spec` into `out_dir` (replacing a previous package)."""
+def package_model(spec: str | Path, out_dir: str | Path, tracking_uri: str = "", allow_2x: bool = False) -> dict[str, Any]:
+    """Write checkpoint, config and manifest for `spec` into `out_dir` (replacing a previous package).
+
+    `allow_2x` packages a jdsr model too: the container then writes 2x outputs, which the challenge rejects."""
     from training.predict import is_model_uri, local_checkpoint_path
 
     spec = str(spec).strip()
@@ -46,7 +48,7 @@ def package_model(spec: str | Path, out_dir: str | Path, tracking_uri: str = "")
         else:
             checkpoint_path, mlflow_info = local_checkpoint_path(spec), {}
             source = str(checkpoint_path.resolve())
-        checkpoint = _load_checked(checkpoint_path)
+        checkpoint = _load_checked(checkpoint_path, allow_2x)
         _prepare_out_dir(out_dir)
         shutil.copyfile(checkpoint_path, out_dir / CHECKPOINT_NAME)
     (out_dir / CONFIG_NAME).write_text(json.dumps(checkpoint.get("config", {}), indent=2, sort_keys=True) + "\n")
@@ -80,15 +82,16 @@ def build_manifest(checkpoint: dict[str, Any], source: str, mlflow_info: dict[st
     }
 
 
-def _load_checked(path: Path) -> dict[str, Any]:
+def _load_checked(path: Path, allow_2x: bool = False) -> dict[str, Any]:
     """The checkpoint dict, after proving that its weights load into the model its config describes; a 2x
-    model (--task jdsr) is refused, as the challenge expects outputs of the input's size."""
+    model (--task jdsr) is refused unless asked for, as the challenge expects outputs of the input's size."""
     from training.checkpoint import load_model
 
     loaded = load_model(path, "cpu")
-    if loaded.config.model.scale != 1:
+    if loaded.config.model.scale != 1 and not allow_2x:
         raise UserError(f"{path}: a {loaded.config.task} model outputs {loaded.config.model.scale}x the input's size; "
-                        "the challenge container needs a same-size denoiser (train with --task denoise or n2v)")
+                        "the challenge container needs a same-size denoiser (train with --task denoise or n2v; "
+                        "--allow-2x packages it anyway, for use outside the challenge)")
     return loaded.checkpoint
 
 

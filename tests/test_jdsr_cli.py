@@ -90,3 +90,24 @@ def test_the_bioimage_model_zoo_export_refuses_a_jdsr_model_in_one_line(jdsr_run
     assert result.exit_code == 2 and "Traceback" not in result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "maps (1, 1," in lines[0] and not (tmp_path / "model.zip").exists()
+
+
+def test_the_container_serves_a_jdsr_model_packaged_with_allow_2x(jdsr_run, tmp_path):
+    """Outside the challenge: `--allow-2x` packages it, and the container path writes 2x outputs."""
+    import numpy as np
+    import tifffile
+
+    from submission import inference
+
+    _, run_dir = jdsr_run
+    package = tmp_path / "package"
+    result = invoke(["package", str(run_dir), "--out", str(package), "--allow-2x"])
+    assert result.exit_code == 0, result.output
+    inputs = tmp_path / "input" / "images" / "image-stack-structured-noise"
+    inputs.mkdir(parents=True)
+    stack = np.random.default_rng(0).poisson(100.0, size=(2, 24, 40)).astype(np.uint16)
+    tifffile.imwrite(inputs / "case.tif", stack)
+    assert inference.self_check(package) == 0
+    assert inference.run(tmp_path / "input", tmp_path / "output", package, device_name="cpu") == 0
+    output = tifffile.imread(tmp_path / "output" / "images" / "image-stack-denoised" / "case.tif")
+    assert output.shape == (2, 48, 80) and output.dtype == np.float32 and np.isfinite(output).all()

@@ -16,7 +16,9 @@ import click
               type=click.Path(file_okay=False), help="Folder to (re)write; only a previous package is replaced.")
 @click.option("--tracking-uri", default="", help="MLflow tracking URI for runs:/ and models:/ MODELs "
               "[default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db].")
-def package(model: str, out_dir: str, tracking_uri: str) -> None:
+@click.option("--allow-2x", is_flag=True, help="Package a jdsr (2x) model anyway: the container then writes outputs "
+              "of twice the input's Y and X, which the challenge rejects; for use outside the challenge.")
+def package(model: str, out_dir: str, tracking_uri: str, allow_2x: bool) -> None:
     """Package MODEL for the challenge container: a checkpoint, a run folder, runs/latest, or an MLflow URI
     (models:/w2s-unet@champion, models:/w2s-unet/3, runs:/<run id>).
 
@@ -25,7 +27,7 @@ def package(model: str, out_dir: str, tracking_uri: str) -> None:
     """
     from submission.package import describe, package_model
 
-    manifest = package_model(model, out_dir, tracking_uri)
+    manifest = package_model(model, out_dir, tracking_uri, allow_2x)
     click.echo(f"packaged into {out_dir}\n{describe(manifest)}")
 
 

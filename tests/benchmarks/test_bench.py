@@ -39,7 +39,7 @@ def test_quick_bench_runs_every_part_and_writes_json(tmp_path):
     assert all(math.isfinite(x) for x in numbers(results))
 
     t = results["throughput"]
-    assert t["seed"]["parameters"] > t["default"]["parameters"] > 0
+    assert t["seed"]["parameters"] > t["default"]["parameters"] > t["careamics_size"]["parameters"] > 0
     assert t["speedup_default_over_seed"] == t["default"]["patches_per_s"] / t["seed"]["patches_per_s"]
     d = results["data"]
     assert d["stack_shape"] == [8, 64, 64] and d["harness_batch_s"] > 0 and d["original_batch_s"] > 0
