@@ -247,7 +247,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                 raise stop_here(f"after epoch {epoch}")
 
         tracker.call("logging best metrics", mlflow.log_metrics, {f"best_{k}": v for k, v in best.items()})
-        tracker.call("setting tags", mlflow.set_tag, "best_epoch", best_epoch)
+        tracker.call("setting tags", mlflow.set_tags, {"best_epoch": best_epoch, "best_epoch_metric": select})
         tracker.call("logging best.pt", mlflow.log_artifact, str(run_dir / "best.pt"), artifact_path="checkpoints")
         if config.log_model:
             tracker.call("logging the model", _log_model, run_dir / "best.pt", config, data.val[0].noisy)
