@@ -96,7 +96,7 @@ class TrainConfig:
     run_name: str = ""
     experiment: str = "w2s-denoising"
     tracking_uri: str = ""  # empty = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
-    registered_model: str = "w2s-unet"
+    registered_model: str = "auto"  # auto = w2s-unet, or w2s-unet-jdsr for 2x models; empty = do not register
     log_model: bool = True
 
     def validate(self) -> "TrainConfig":
@@ -137,6 +137,13 @@ class TrainConfig:
         parse_fovs(self.test_fovs, "test_fovs")
         self.model.validate()
         return self
+
+    def registered_model_name(self) -> str | None:
+        """The model registry name: a jdsr model (2x outputs) gets its own, so that `models:/w2s-unet@alias`
+        always serves same-size denoisers."""
+        if self.registered_model == "auto":
+            return "w2s-unet-jdsr" if self.task == "jdsr" else "w2s-unet"
+        return self.registered_model or None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -249,8 +249,9 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
         tracker.call("logging best metrics", mlflow.log_metrics, {f"best_{k}": v for k, v in best.items()})
         tracker.call("setting tags", mlflow.set_tags, {"best_epoch": best_epoch, "best_epoch_metric": select})
         tracker.call("logging best.pt", mlflow.log_artifact, str(run_dir / "best.pt"), artifact_path="checkpoints")
-        if config.log_model:
-            tracker.call("logging the model", _log_model, run_dir / "best.pt", config, data.val[0].noisy)
+        if config.log_model and _model_not_yet_logged(tracker, best_epoch):
+            if tracker.call("logging the model", _log_model, run_dir / "best.pt", config, data.val[0].noisy):
+                tracker.call("setting tags", mlflow.set_tag, "logged_model_epoch", best_epoch)
     distributed.shutdown(context)
     return TrainResult(run_dir, run_dir / "best.pt", run_dir / "last.pt", run_id, tracking_uri, best_epoch, best,
                        noisy_metrics, history)
@@ -440,7 +441,14 @@ def _log_pictures(tracker, model, normalization, pairs, device, history, epoch, 
         tracker.call("logging panels", mlflow.log_image, image, artifact_file=f"panels/{pair.name}/epoch_{epoch:03d}.png")
 
 
-def _log_model(best_path: Path, config: TrainConfig, example: np.ndarray) -> None:
+def _model_not_yet_logged(tracker, best_epoch: int) -> bool:
+    """Whether this run still lacks its best model in MLflow: `--resume` of a finished run (to bring MLflow
+    in sync) must not register the same best.pt as another model version; more epochs with a new best do."""
+    tags = tracker.call("reading tags", lambda: mlflow.get_run(tracker.run_id).data.tags) or {}
+    return tags.get("logged_model_epoch") != str(best_epoch)
+
+
+def _log_model(best_path: Path, config: TrainConfig, example: np.ndarray) -> bool:
     """Log the best model as an MLflow PyTorch model (with our safe checkpoint inside) and register it.
 
     The signature takes normalized (batch, 1, height, width) float32 images of any size.
@@ -456,9 +464,10 @@ def _log_model(best_path: Path, config: TrainConfig, example: np.ndarray) -> Non
     spec = Schema([TensorSpec(np.dtype(np.float32), (-1, 1, -1, -1))])
     mlflow.pytorch.log_model(
         loaded.model, name="model", signature=ModelSignature(inputs=spec, outputs=spec), input_example=sample,
-        extra_files=[str(best_path)], registered_model_name=config.registered_model or None,
+        extra_files=[str(best_path)], registered_model_name=config.registered_model_name(),
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
     )
+    return True
 
 
 def _new_run_dir(config: TrainConfig) -> Path:

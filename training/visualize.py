@@ -30,9 +30,9 @@ def panel(images: list[np.ndarray], ranges: list[tuple[float, float]], gap: int 
     return np.concatenate(tiles, axis=1)
 
 
-def loss_curve_png(path: str | Path, history: list[dict[str, float]]) -> None:
+def loss_curve_figure(history: list[dict[str, float]]):
     """Train/val loss per epoch, and validation PSNR against training wall time (the quality-per-minute trend
-    a recipe is judged by), one PNG."""
+    a recipe is judged by), as a matplotlib figure (Agg backend: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,5 +55,13 @@ def loss_curve_png(path: str | Path, history: list[dict[str, float]]) -> None:
     if ax_psnr.lines:
         ax_psnr.legend()
     fig.tight_layout()
+    return fig
+
+
+def loss_curve_png(path: str | Path, history: list[dict[str, float]]) -> None:
+    """`loss_curve_figure` written to a PNG (the MLflow artifact loss_curve.png)."""
+    import matplotlib.pyplot as plt
+
+    fig = loss_curve_figure(history)
     fig.savefig(path, dpi=100)
     plt.close(fig)

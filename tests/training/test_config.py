@@ -150,3 +150,12 @@ def test_yaml_scientific_notation_is_a_float(tmp_path):
     (tmp_path / "c.yaml").write_text("lr: 1e-4\nweight_decay: 5e-5\n")
     config = TrainConfig.from_dict(load_config_file(tmp_path / "c.yaml")).validate()
     assert config.lr == 1e-4 and config.weight_decay == 5e-5
+
+
+@pytest.mark.parametrize("changes, name", [
+    ({}, "w2s-unet"), ({"task": "n2v"}, "w2s-unet"), ({"task": "jdsr"}, "w2s-unet-jdsr"),
+    ({"task": "jdsr", "registered_model": "mine"}, "mine"), ({"registered_model": ""}, None),
+])
+def test_registered_model_name(changes, name):
+    """2x jdsr models get their own registry name: models:/w2s-unet@alias always serves a same-size denoiser."""
+    assert TrainConfig.from_dict(changes).registered_model_name() == name

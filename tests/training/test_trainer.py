@@ -288,6 +288,12 @@ def test_log_model_registers_the_model_with_the_checkpoint_inside(workdir, make_
     with torch.no_grad():
         torch.testing.assert_close(model(x), load_model(best).model(x))
 
+    # --resume of the finished run (bringing MLflow in sync) keeps the one version: best.pt did not change
+    assert client.get_run(version.run_id).data.tags["logged_model_epoch"] == "1"
+    result = invoke(["train", "--resume", str(best.parent), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert len(client.search_model_versions("name='w2s-unet'")) == 1
+
 
 @pytest.mark.slow
 def test_training_into_an_http_tracking_server(workdir, make_8bit):
