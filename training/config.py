@@ -86,7 +86,8 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
-    amp: bool = True  # mixed precision; only ever used on CUDA
+    amp: bool = True  # mixed precision (float16); only ever used on CUDA
+    cpu_bf16: bool = False  # bfloat16 autocast for training steps on CPU (docs/performance.md has its measured effect)
     val_max_images: int = 0  # 0 = every validation image
     select_metric: str = "auto"  # best epoch by: loss | psnr | si_psnr | ssim; auto = see training.blindspot
     panel_every: int = 5  # log a noisy | prediction | target panel every N epochs

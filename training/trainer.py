@@ -262,10 +262,12 @@ def _epoch_metrics(record: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in record.items() if k != "epoch" and not k.startswith("noisy_")}
 
 
-def train_step(net, x, y, optimizer, scaler, loss_fn, use_amp) -> float | None:
+def train_step(net, x, y, optimizer, scaler, loss_fn, use_amp, cpu_bf16: bool = False) -> float | None:
     """One optimisation step (under DDP, backward() averages the gradients over ranks); returns the loss,
-    or None, taking no step, when the loss is not finite."""
-    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+    or None, taking no step, when the loss is not finite. use_amp: float16 autocast on CUDA (with the
+    scaler); cpu_bf16: bfloat16 autocast on CPU (no scaler needed: bf16 has float32's exponent range)."""
+    device_type, dtype, enabled = ("cpu", torch.bfloat16, True) if cpu_bf16 else ("cuda", torch.float16, use_amp)
+    with torch.autocast(device_type=device_type, dtype=dtype, enabled=enabled):
         loss = loss_fn(net(x).float(), y)
     if not torch.isfinite(loss):
         return None
@@ -299,7 +301,7 @@ def _train_epoch(net, sampler, optimizer, scheduler, scaler, loss_fn, device, us
                 break
         x, y = sampler.sample()
         x, y = torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(y).to(device, non_blocking=True)
-        loss = train_step(net, x, y, optimizer, scaler, loss_fn, use_amp)
+        loss = train_step(net, x, y, optimizer, scaler, loss_fn, use_amp, config.cpu_bf16 and device.type == "cpu")
         if loss is None:
             raise UserError(f"training diverged at epoch {epoch} step {step}; lower lr={config.lr}")
         scheduler.step()

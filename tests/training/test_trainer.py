@@ -389,3 +389,24 @@ def test_embedded_demo_end_to_end(workdir):
     noisy_psnr, best_psnr = best["history"][0]["noisy_psnr"], best["best_metrics"]["val_psnr"]
     print(f"demo: noisy {noisy_psnr:.2f} dB, best val_psnr {best_psnr:.2f} dB")
     assert best_psnr >= noisy_psnr + 5.0
+
+
+def test_train_step_with_cpu_bf16_autocast():
+    """bf16 autocast on CPU: the forward pass really runs in bfloat16 (the step differs from float32's), the
+    weights and optimizer stay float32, and the loss agrees with float32's to bf16 precision."""
+    from training.config import UNetConfig
+    from training.trainer import train_step
+
+    x, y = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)), torch.rand(2, 1, 32, 32)
+    results = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        model = UNet(UNetConfig(base_channels=8, depth=2))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        loss = train_step(model, x, y, optimizer, torch.amp.GradScaler("cuda", enabled=False), torch.nn.L1Loss(),
+                          False, cpu_bf16=bf16)
+        results[bf16] = loss, model.state_dict()
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert results[True][0] == pytest.approx(results[False][0], rel=2e-2)
+    assert results[True][0] != results[False][0]
+    assert any(not torch.equal(results[True][1][k], results[False][1][k]) for k in results[False][1])
