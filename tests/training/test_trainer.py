@@ -19,9 +19,10 @@ import torch
 
 from conftest import MLFLOW_BIN, REPO_ROOT, SHARED_DATA, free_port, invoke, tiny_train_args, write_8bit
 from training.checkpoint import code_version, load_model
-from training.config import TrainConfig
+from training.config import TrainConfig, UNetConfig
 from training.data.layouts import discover_pairs, fingerprint
 from training.model import UNet, count_parameters
+from training.trainer import train_step
 
 PER_EPOCH = ("train_loss", "val_loss", "val_psnr", "val_ssim", "val_si_psnr", "lr", "patches_per_s")
 
@@ -394,9 +395,6 @@ def test_embedded_demo_end_to_end(workdir):
 def test_train_step_with_cpu_bf16_autocast():
     """bf16 autocast on CPU: the forward pass really runs in bfloat16 (the step differs from float32's), the
     weights and optimizer stay float32, and the loss agrees with float32's to bf16 precision."""
-    from training.config import UNetConfig
-    from training.trainer import train_step
-
     x, y = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(1)), torch.rand(2, 1, 32, 32)
     results = {}
     for bf16 in (False, True):
