@@ -17,8 +17,8 @@ from typing import Any
 from training.errors import UserError
 from training.io import write_text
 
-PARTS = ("throughput", "data", "inference", "quality")
-SECTIONS = dict(zip(PARTS, ("1 training", "2 data", "3 inference", "4 quality")))
+PARTS = ("throughput", "data", "inference", "quality", "gpu")
+SECTIONS = dict(zip(PARTS, ("1 training", "2 data", "3 inference", "4 quality", "5 gpu")))
 DEFAULT_DATA = Path("..") / "shared" / "data" / "w2s-8bit"
 
 # full run | --quick
@@ -33,6 +33,8 @@ SIZES = {
                   {"sizes": [64, 128], "rss_size": 256, "repeats": {}}),
     "quality": ({"val_max_images": 0, "patch_size": 128, "batch_size": 8},
                 {"val_max_images": 2, "patch_size": 32, "batch_size": 2}),
+    "gpu": ({"cuda_batches": [8, 64], "patch_size": 128, "cuda_steps": 50, "cpu_steps": 6, "repeats": 10},
+            {"cuda_batches": [2], "patch_size": 32, "cuda_steps": 2, "cpu_steps": 1, "repeats": 1}),
 }
 
 
@@ -110,6 +112,10 @@ def _run_part(part: str, args: argparse.Namespace, sizes: dict[str, Any], tmp: P
         from benchmarks import inference
 
         return inference.run(**sizes)
+    if part == "gpu":
+        from benchmarks import gpu
+
+        return gpu.run(**sizes)
     from benchmarks import quality
 
     data = Path(args.data)
@@ -155,6 +161,12 @@ def _add_rows(table, part: str, r: dict[str, Any]) -> None:
                       f"dB ({p['patches_seen']:.0f} patches)")
         table.add("4 quality", "default - seed", r["si_psnr_gain_default_over_seed_db"], "dB")
         table.add("4 quality", "noisy input SI-PSNR", r["default"]["noisy_si_psnr"], "dB")
+    elif part == "gpu":
+        for name, t in r["training"].items():
+            table.add("5 gpu", f"training {name} patches/s", t["patches_per_s"],
+                      f"{t['batch_size']} x {t['patch_size']}^2, {t['mpx_per_s']:.3g} Mpx/s")
+        for name, i in r["inference"].items():
+            table.add("5 gpu", f"{name}: (3, 512, 512) stack, container path", i["seconds"], "s")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from benchmarks import gpu
 from conftest import REPO_ROOT, write_8bit
 
 
@@ -34,8 +36,13 @@ def test_quick_bench_runs_every_part_and_writes_json(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     results = report["results"]
-    assert list(results) == ["throughput", "data", "inference", "quality"]
-    assert not [part for part, r in results.items() if "skipped" in r]
+    assert list(results) == ["throughput", "data", "inference", "quality", "gpu"]
+    assert not [part for part, r in results.items() if "skipped" in r and part != "gpu"]
+    if not torch.cuda.is_available():
+        assert results["gpu"]["skipped"] == "no CUDA device on this machine"
+        assert "5 gpu" in done.stdout and "skipped" in done.stdout
+    else:
+        assert results["gpu"]["training"]["cuda_b2_amp"]["patches_per_s"] > 0
     assert all(math.isfinite(x) for x in numbers(results))
 
     t = results["throughput"]
@@ -59,3 +66,14 @@ def test_unknown_part_is_a_usage_error():
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "speed"], cwd=REPO_ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 2 and "unknown part(s) speed" in done.stderr
+
+
+def test_gpu_part_measures_the_trainer_step_and_the_container_path_on_any_device():
+    """The GPU part's two measurements, run on the CPU here (the same code times CUDA where there is one)."""
+    cpu = torch.device("cpu")
+    for bf16 in (False, True):
+        t = gpu.training_throughput(cpu, batch_size=2, patch_size=32, steps=2, cpu_bf16=bf16, warmup=1)
+        assert t["steps"] == 2 and t["patches_per_s"] == 2 / t["median_step_s"] > 0
+        assert t["mpx_per_s"] == pytest.approx(t["patches_per_s"] * 32 * 32 / 1e6)
+    i = gpu.stack_inference(cpu, repeats=1, shape=(2, 40, 48))
+    assert i["shape"] == [2, 40, 48] and i["seconds"] > 0 and i["mpx_per_s"] == pytest.approx(2 * 40 * 48 / i["seconds"] / 1e6)

@@ -1,0 +1,89 @@
+"""5. GPU figures, with the CPU figures of the same commit beside them (`python -m benchmarks --only gpu`).
+
+Training throughput of the default model on CUDA in float32 and with the trainer's mixed precision
+(float16 autocast + GradScaler, `use_amp`), at the recipe's batch (8 x 128^2) and a GPU-sized batch; the
+same step on this machine's CPU in float32 and bf16 autocast (`cpu_bf16`). Inference: the container's own
+path (`submission.inference.denoise`, tiled, float16 autocast on CUDA) on a (3, 512, 512) stack like the
+challenge's W2S input. Skipped, with the reason, where there is no CUDA device.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.common import median_seconds, synthetic_sampler
+from training.config import TrainConfig
+from training.data.normalization import fit_normalization
+from training.errors import UserError
+from training.model import UNet, to_device
+from training.trainer import train_step
+
+
+def training_throughput(device: torch.device, batch_size: int, patch_size: int, steps: int, *,
+                        use_amp: bool = False, cpu_bf16: bool = False, warmup: int = 3) -> dict[str, float]:
+    """Median patches/s of the trainer's own step on `device` (data sampled on the CPU, as in training)."""
+    config = TrainConfig.from_dict({"patch_size": patch_size, "batch_size": batch_size}).validate()
+    torch.manual_seed(0)
+    model = to_device(UNet(config.model), device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_fn = torch.nn.L1Loss()
+    sampler = synthetic_sampler(patch_size, batch_size)
+    times = []
+    for step in range(warmup + steps):
+        start = time.perf_counter()
+        x, y = (torch.from_numpy(a).to(device, non_blocking=True) for a in sampler.sample())
+        train_step(model, x, y, optimizer, scaler, loss_fn, use_amp, cpu_bf16)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    step_s = float(np.median(times))
+    return {"batch_size": batch_size, "patch_size": patch_size, "steps": steps, "median_step_s": step_s,
+            "patches_per_s": batch_size / step_s, "mpx_per_s": batch_size * patch_size**2 / step_s / 1e6}
+
+
+def stack_inference(device: torch.device, repeats: int, shape: tuple[int, int, int] = (3, 512, 512)) -> dict:
+    """Seconds for the container's prediction of one challenge-shaped stack (median of `repeats`)."""
+    from submission.inference import denoise
+
+    config = TrainConfig()
+    torch.manual_seed(0)
+
+    loaded = SimpleNamespace(  # the two fields of training.checkpoint.load_model's result that denoise reads
+        model=UNet(config.model).to(device).eval(),
+        normalization=fit_normalization(config.normalization, config.percentiles, "input", []))
+
+    image = np.random.default_rng(0).uniform(93, 463, shape).astype(np.float32)
+
+    def once():
+        denoise(loaded, image, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    once()  # warm-up: cuDNN autotuning and allocator
+    seconds = median_seconds(once, repeats)
+    return {"shape": list(shape), "repeats": repeats, "seconds": seconds,
+            "mpx_per_s": float(np.prod(shape)) / seconds / 1e6}
+
+
+def run(cuda_batches: list[int], patch_size: int, cuda_steps: int, cpu_steps: int, repeats: int) -> dict[str, Any]:
+    if not torch.cuda.is_available():
+        raise UserError("no CUDA device on this machine")
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    out: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "training": {}, "inference": {}}
+    for batch in cuda_batches:
+        for amp in (False, True):
+            out["training"][f"cuda_b{batch}_{'amp' if amp else 'fp32'}"] = training_throughput(
+                cuda, batch, patch_size, cuda_steps, use_amp=amp)
+    for bf16 in (False, True):
+        out["training"][f"cpu_b{cuda_batches[0]}_{'bf16' if bf16 else 'fp32'}"] = training_throughput(
+            cpu, cuda_batches[0], patch_size, cpu_steps, cpu_bf16=bf16, warmup=1)
+    out["inference"]["cuda"] = stack_inference(cuda, repeats)
+    out["inference"]["cpu"] = stack_inference(cpu, max(1, repeats // 5))
+    return out
