@@ -9,41 +9,28 @@ challenge's W2S input. Skipped, with the reason, where there is no CUDA device.
 
 from __future__ import annotations
 
-import time
+import statistics
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.common import median_seconds, synthetic_sampler
-from training.config import TrainConfig
-from training.data.normalization import fit_normalization
+from benchmarks.common import median_seconds
+from benchmarks.inference import default_model
+from benchmarks.throughput import TrainingLoop
 from training.errors import UserError
-from training.model import UNet, to_device
-from training.trainer import train_step
 
 
 def training_throughput(device: torch.device, batch_size: int, patch_size: int, steps: int, *,
                         use_amp: bool = False, cpu_bf16: bool = False, warmup: int = 3) -> dict[str, float]:
     """Median patches/s of the trainer's own step on `device` (data sampled on the CPU, as in training)."""
-    config = TrainConfig.from_dict({"patch_size": patch_size, "batch_size": batch_size}).validate()
-    torch.manual_seed(0)
-    model = to_device(UNet(config.model), device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_fn = torch.nn.L1Loss()
-    sampler = synthetic_sampler(patch_size, batch_size)
-    times = []
-    for step in range(warmup + steps):
-        start = time.perf_counter()
-        x, y = (torch.from_numpy(a).to(device, non_blocking=True) for a in sampler.sample())
-        train_step(model, x, y, optimizer, scaler, loss_fn, use_amp, cpu_bf16)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
-    step_s = float(np.median(times))
+    loop = TrainingLoop("default", patch_size, batch_size, device=str(device), use_amp=use_amp, cpu_bf16=cpu_bf16)
+    for _ in range(warmup):
+        loop.step(record=False)
+    for _ in range(steps):
+        loop.step()
+    step_s = statistics.median(loop.step_times)
     return {"batch_size": batch_size, "patch_size": patch_size, "steps": steps, "median_step_s": step_s,
             "patches_per_s": batch_size / step_s, "mpx_per_s": batch_size * patch_size**2 / step_s / 1e6}
 
@@ -52,12 +39,9 @@ def stack_inference(device: torch.device, repeats: int, shape: tuple[int, int, i
     """Seconds for the container's prediction of one challenge-shaped stack (median of `repeats`)."""
     from submission.inference import denoise
 
-    config = TrainConfig()
-    torch.manual_seed(0)
-
-    loaded = SimpleNamespace(  # the two fields of training.checkpoint.load_model's result that denoise reads
-        model=UNet(config.model).to(device).eval(),
-        normalization=fit_normalization(config.normalization, config.percentiles, "input", []))
+    model, normalization = default_model()
+    # the two fields of training.checkpoint.load_model's result that denoise reads
+    loaded = SimpleNamespace(model=model.to(device), normalization=normalization)
 
     image = np.random.default_rng(0).uniform(93, 463, shape).astype(np.float32)
 

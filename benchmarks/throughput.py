@@ -23,16 +23,19 @@ from training.trainer import train_step
 
 
 class TrainingLoop:
-    """One model, optimizer and sampler, configured as `w2s train` would configure them."""
+    """One model, optimizer and sampler, configured as `w2s train` would configure them: on the CPU by
+    default, or on `device` with the trainer's precision switches (`use_amp` on CUDA, `cpu_bf16` on CPU)."""
 
-    def __init__(self, preset: str, patch_size: int, batch_size: int, seed: int = 0, model: dict | None = None):
+    def __init__(self, preset: str, patch_size: int, batch_size: int, seed: int = 0, model: dict | None = None,
+                 device: str = "cpu", use_amp: bool = False, cpu_bf16: bool = False):
         self.config = TrainConfig.from_dict({"preset": preset, "patch_size": patch_size, "batch_size": batch_size,
-                                             "device": "cpu", **({"model": model} if model else {})}).validate()
+                                             "device": device, **({"model": model} if model else {})}).validate()
+        self.device, self.use_amp, self.cpu_bf16 = torch.device(device), use_amp, cpu_bf16
         torch.manual_seed(seed)
-        self.model = to_device(UNet(self.config.model), "cpu")  # as the trainer sets it up
+        self.model = to_device(UNet(self.config.model), self.device)  # as the trainer sets it up
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr,
                                            weight_decay=self.config.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=False)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         self.loss_fn = torch.nn.L1Loss()
         self.sampler = synthetic_sampler(patch_size, batch_size, seed)
         self.step_times: list[float] = []
@@ -40,10 +43,11 @@ class TrainingLoop:
 
     def step(self, record: bool = True) -> None:
         start = time.perf_counter()
-        x, y = self.sampler.sample()
-        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        x, y = (torch.from_numpy(a).to(self.device, non_blocking=True) for a in self.sampler.sample())
         loaded = time.perf_counter()
-        train_step(self.model, x, y, self.optimizer, self.scaler, self.loss_fn, False)
+        train_step(self.model, x, y, self.optimizer, self.scaler, self.loss_fn, self.use_amp, self.cpu_bf16)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # CUDA returns before the step is done
         if record:
             self.data_times.append(loaded - start)
             self.step_times.append(time.perf_counter() - start)
