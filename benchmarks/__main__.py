@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    out_path = Path(args.out or Path("runs") / "bench" / f"bench-{datetime.now():%Y%m%d-%H%M%S}.json")
+    out_path = common.report_path(args.out, "bench")
     size = 1 if args.quick else 0
     progress = not args.quiet
     report: dict[str, Any] = {"quick": args.quick, "started": datetime.now().isoformat(timespec="seconds"),

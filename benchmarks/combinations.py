@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.evaluate import EvaluationData, parse_predictions, predictions_method, select_data
+from benchmarks.common import report_path
+from evaluation.evaluate import SPLITS, EvaluationData, parse_predictions, predictions_method, select_data
 from training.data.layouts import load_pairs
+from training.data.normalization import input_frame_fit
 from training.errors import UserError
 from training.io import write_text
 from training.metrics import scale_invariant_psnr
@@ -31,10 +33,8 @@ MEAN = "mean of members"
 
 def affine_fit(source: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """`a * source + b` with a, b minimizing the squared difference to `reference`."""
-    source, reference = np.asarray(source, np.float64), np.asarray(reference, np.float64)
-    design = np.stack([source.ravel(), np.ones(source.size)], axis=1)
-    (scale, offset), *_ = np.linalg.lstsq(design, reference.ravel(), rcond=None)
-    return scale * source + offset
+    scale, offset = input_frame_fit(reference, source)
+    return scale * np.asarray(source, np.float64) + offset
 
 
 def blend_name(peer: str, weight: float) -> str:
@@ -76,7 +76,7 @@ def combination_scores(data: EvaluationData, members: dict[str, Path], peer: tup
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.combinations", description=__doc__)
     parser.add_argument("--data", required=True, help="dataset root (any layout `w2s evaluate` reads)")
-    parser.add_argument("--split", default="val", choices=["auto", "test", "val"])
+    parser.add_argument("--split", default="val", choices=SPLITS)
     parser.add_argument("--layout", default="auto")
     parser.add_argument("--noise-level", default="avg1")
     parser.add_argument("-m", "--member", action="append", default=[], metavar="NAME=DIR",
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="0.1,0.2,0.3,0.5", help="the peer's weights in the blends")
     parser.add_argument("--out", default="", help="JSON report [default: runs/bench/combinations-<time>.json]")
     args = parser.parse_args(argv)
+    started = datetime.now().isoformat(timespec="seconds")
     try:
         members = parse_predictions(args.member)
         peer = next(iter(parse_predictions([args.peer]).items())) if args.peer else None
@@ -97,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"python -m benchmarks.combinations: {exc}", file=sys.stderr)
         return 2
-    report["started"] = datetime.now().isoformat(timespec="seconds")
+    report["started"] = started
     print(f"{'method':<40} SI-PSNR (dB), mean of {report['images']} {report['split']} images")
     for method, value in report["mean_si_psnr"].items():
         print(f"{method:<40} {value:8.3f}")
-    out = Path(args.out or Path("runs") / "bench" / f"combinations-{datetime.now():%Y%m%d-%H%M%S}.json")
+    out = report_path(args.out, "combinations")
     write_text(out, json.dumps(report, indent=2))
     print(f"wrote {out}")
     return 0

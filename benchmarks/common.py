@@ -7,6 +7,8 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -26,6 +28,11 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def report_path(out: str, name: str) -> Path:
+    """Where a benchmark's JSON goes: `out` if given, else runs/bench/<name>-<time>.json."""
+    return Path(out or Path("runs") / "bench" / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json")
 
 
 def machine() -> dict[str, Any]:

@@ -16,12 +16,11 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from benchmarks.common import machine, synthetic_sampler
+from benchmarks.common import machine, report_path, synthetic_sampler
 from benchmarks.inference import default_model, sample_image
 from training.config import TrainConfig
 from training.io import write_text
@@ -171,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             print(f"{name:<12} {row['variant']:<28} {row['mpx_per_s']:8.4f} Mpx/s  x{row['speedup_vs_baseline']:.2f}",
                   flush=True)
-    out = Path(args.out or Path("runs") / "bench" / f"optimizations-{datetime.now():%Y%m%d-%H%M%S}.json")
+    out = report_path(args.out, "optimizations")
     write_text(out, json.dumps(report, indent=2))
     print(f"saved {out}")
     return 0
