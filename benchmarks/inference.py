@@ -22,14 +22,14 @@ import torch
 from benchmarks.common import median_seconds
 from training.config import TrainConfig
 from training.data.normalization import fit_normalization
-from training.model import UNet
+from training.model import UNet, to_device
 from training.predict import DEFAULT_BATCH_SIZE, DEFAULT_TILE, predict_image, tiled_predict
 
 
 def default_model() -> tuple[UNet, Any]:
     config = TrainConfig()
     torch.manual_seed(0)
-    model = UNet(config.model).eval()  # as training.checkpoint.load_model builds it
+    model = to_device(UNet(config.model), "cpu").eval()  # as training.checkpoint.load_model builds it
     return model, fit_normalization(config.normalization, config.percentiles, "input", [])
 
 

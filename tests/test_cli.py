@@ -248,6 +248,11 @@ def test_the_last_of_repeated_set_options_wins():
     assert build_config(None, {}, ("epochs=1", "epochs=2")).epochs == 2
 
 
+def test_set_with_an_empty_value_gives_the_empty_string():
+    assert build_config(None, {}, ("registered_model=",)).registered_model == ""  # "empty: not registered"
+    assert build_config(None, {}, ("registered_model=",)).registered_model_name() is None
+
+
 def test_empty_model_section_with_a_model_option(tmp_path):
     (tmp_path / "c.yaml").write_text("epochs: 2\nmodel:\n")
     assert build_config(str(tmp_path / "c.yaml"), {"depth": 2}, ()).model.depth == 2

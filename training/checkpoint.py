@@ -21,7 +21,7 @@ from training.config import TrainConfig
 from training.data.normalization import Normalization
 from training.errors import UserError, first_line
 from training.io import write_bytes
-from training.model import UNet
+from training.model import UNet, to_device
 
 FORMAT = "w2s-checkpoint/1"
 REQUIRED = {"model_state": dict, "config": dict, "normalization": dict}
@@ -81,8 +81,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         normalization = Normalization.from_dict(checkpoint["normalization"])
     except (TypeError, ValueError) as exc:
         raise UserError(f"{path}: invalid normalization in the checkpoint ({first_line(exc)})") from None
-    model = load_weights(UNet(config.model), checkpoint, path)
-    model.to(device).eval()
+    model = to_device(load_weights(UNet(config.model), checkpoint, path), device).eval()
     return LoadedModel(model, config, normalization, checkpoint)
 
 

@@ -97,8 +97,9 @@ class UNet(nn.Module):
 
 
 def to_device(model: nn.Module, device: str | torch.device) -> nn.Module:
-    """Move a model to train on `device`; on CPU also into channels_last memory, which measurably sped up
-    training steps on the project's 2-core CPU (docs/performance.md). Only float rounding changes."""
+    """Move a model to `device`; on CPU also into channels_last memory, which measurably sped up training
+    steps (1.30x) and inference (1.46x) on the project's 2-core CPU (docs/performance.md). Only float
+    rounding changes."""
     model = model.to(device)
     return model.to(memory_format=torch.channels_last) if torch.device(device).type == "cpu" else model
 

@@ -112,7 +112,7 @@ def build_config(config_file: str | None, options: dict[str, Any], sets: tuple[s
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected KEY=VALUE")
-        overrides.append((key.strip(), yaml.safe_load(raw)))
+        overrides.append((key.strip(), yaml.safe_load(raw) if raw.strip() else ""))  # KEY= means empty, not null
     overrides += [(TRAIN_OPTIONS[name], value) for name, value in options.items() if value is not None]
     for key, value in overrides:
         if key.startswith("model."):

@@ -31,7 +31,7 @@ def tiny_payload(depth=2, seed=0):
                                  "normalization": norm.to_dict()}
 
 
-def test_save_then_load_reproduces_predictions_exactly(tmp_path):
+def test_save_then_load_reproduces_weights_exactly_and_predictions_to_float_rounding(tmp_path):
     model, config, norm, payload = tiny_payload()
     save_checkpoint(tmp_path / "m.pt", payload)
     loaded = load_model(tmp_path / "m.pt")
@@ -40,7 +40,10 @@ def test_save_then_load_reproduces_predictions_exactly(tmp_path):
     assert not loaded.model.training
     image = np.random.default_rng(0).uniform(100, 400, (37, 50)).astype(np.float32)
     expected = predict_image(model.eval(), norm, image)
-    np.testing.assert_array_equal(predict_image(loaded.model, loaded.normalization, image), expected)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor), name
+    # On CPU the loaded model runs in channels_last (faster); only the order of float sums differs.
+    np.testing.assert_allclose(predict_image(loaded.model, loaded.normalization, image), expected, rtol=1e-5)
     assert loaded.checkpoint["format"] == FORMAT
     assert torch.load(tmp_path / "m.pt", weights_only=True)["format"] == FORMAT
 
