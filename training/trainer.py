@@ -462,7 +462,10 @@ def _log_model(best_path: Path, config: TrainConfig, example: np.ndarray) -> boo
 
     loaded = load_model(best_path)
     size = min(64, *example.shape)
-    sample = loaded.normalization.normalize(np.asarray(example[:size, :size]))[None, None]
+    crops = [np.asarray(example[:size, :size]), np.asarray(example[-size:, -size:])]
+    # Two images, not one: MLflow exports the model with torch.export, which fixes any dimension of size 1
+    # in the example to that size, so a batch of one would make a model that refuses larger batches.
+    sample = np.stack([loaded.normalization.normalize(crop) for crop in crops])[:, None]
     spec = Schema([TensorSpec(np.dtype(np.float32), (-1, 1, -1, -1))])
     mlflow.pytorch.log_model(
         loaded.model, name="model", signature=ModelSignature(inputs=spec, outputs=spec), input_example=sample,

@@ -285,9 +285,10 @@ def test_log_model_registers_the_model_with_the_checkpoint_inside(workdir, make_
     assert torch.load(inside, weights_only=True)["format"] == "w2s-checkpoint/1"
 
     model = mlflow.pytorch.load_model(f"models:/w2s-unet/{version.version}")
-    x = torch.rand(1, 1, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), load_model(best).model(x))
+    for shape in [(1, 1, 32, 32), (3, 1, 24, 40)]:  # the signature promises any batch and size
+        x = torch.rand(*shape)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), load_model(best).model(x))
 
     # --resume of the finished run (bringing MLflow in sync) keeps the one version: best.pt did not change
     assert client.get_run(version.run_id).data.tags["logged_model_epoch"] == "1"
