@@ -69,7 +69,7 @@ class Table:
         elif isinstance(value, str):
             text = value
         else:
-            text = f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+            text = f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"  # 4 digits: dB to 0.01
         self.rows.append((section, item, text, unit))
 
     def render(self) -> str:

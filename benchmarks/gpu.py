@@ -10,7 +10,6 @@ challenge's W2S input. Skipped, with the reason, where there is no CUDA device.
 from __future__ import annotations
 
 import statistics
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,8 @@ import torch
 from benchmarks.common import median_seconds
 from benchmarks.inference import default_model
 from benchmarks.throughput import TrainingLoop
+from training.checkpoint import LoadedModel
+from training.config import TrainConfig
 from training.errors import UserError
 
 
@@ -40,8 +41,7 @@ def stack_inference(device: torch.device, repeats: int, shape: tuple[int, int, i
     from submission.inference import denoise
 
     model, normalization = default_model()
-    # the two fields of training.checkpoint.load_model's result that denoise reads
-    loaded = SimpleNamespace(model=model.to(device), normalization=normalization)
+    loaded = LoadedModel(model.to(device), TrainConfig(), normalization, checkpoint={})  # as load_model returns it
 
     image = np.random.default_rng(0).uniform(93, 463, shape).astype(np.float32)
 

@@ -77,3 +77,12 @@ def test_gpu_part_measures_the_trainer_step_and_the_container_path_on_any_device
         assert t["mpx_per_s"] == pytest.approx(t["patches_per_s"] * 32 * 32 / 1e6)
     i = gpu.stack_inference(cpu, repeats=1, shape=(2, 40, 48))
     assert i["shape"] == [2, 40, 48] and i["seconds"] > 0 and i["mpx_per_s"] == pytest.approx(2 * 40 * 48 / i["seconds"] / 1e6)
+
+
+def test_the_table_shows_db_to_a_hundredth():
+    from benchmarks.common import Table
+
+    table = Table()
+    for value in (32.0273, 2.1497, 0.00163, 1927.4, None):
+        table.add("4 quality", "x", value, "dB")
+    assert [row[2] for row in table.rows] == ["32.03", "2.15", "0.00163", "1927", "n/a"]
