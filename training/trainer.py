@@ -306,8 +306,10 @@ def _train_epoch(net, sampler, optimizer, scheduler, scaler, loss_fn, device, us
             raise UserError(f"training diverged at epoch {epoch} step {step}; lower lr={config.lr}")
         scheduler.step()
         losses.append(loss)
-        rate = len(losses) * config.batch_size * context.world_size / (before + time.perf_counter() - start)
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", patches_s=f"{rate:.1f}")
+        elapsed = before + time.perf_counter() - start
+        rate = len(losses) * config.batch_size * context.world_size / elapsed
+        budget_left = {} if budget_s is None else {"budget_left": f"{max(budget_s - elapsed, 0) / 60:.1f}min"}
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", patches_s=f"{rate:.1f}", **budget_left)
     return losses, before + time.perf_counter() - start, out_of_time
 
 
