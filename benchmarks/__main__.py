@@ -5,7 +5,6 @@ table and saved as JSON. `--quick` shrinks every size so the whole suite runs in
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from training.errors import UserError
-from training.io import write_text
 
 PARTS = ("throughput", "data", "inference", "quality", "gpu")
 SECTIONS = dict(zip(PARTS, ("1 training", "2 data", "3 inference", "4 quality", "5 gpu")))
@@ -94,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{report['machine']['cpus']} CPUs, torch {report['machine']['torch']} with "
           f"{report['machine']['torch_threads']} threads; load average (1 min) after each part: "
           f"{report['load_average_1min']}; total {report['total_seconds']:.0f} s")
-    write_text(out_path, json.dumps(report, indent=2))
-    print(f"saved {out_path}")
+    common.save_report(report, out_path)
     return 0
 
 

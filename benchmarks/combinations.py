@@ -11,7 +11,6 @@ Averaging only helps where the members' errors differ; this measures whether the
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -20,12 +19,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.common import report_path
+from benchmarks.common import report_path, save_report
 from evaluation.evaluate import SPLITS, EvaluationData, parse_predictions, predictions_method, select_data
 from training.data.layouts import load_pairs
 from training.data.normalization import input_frame_fit
 from training.errors import UserError
-from training.io import write_text
 from training.metrics import scale_invariant_psnr
 
 MEAN = "mean of members"
@@ -102,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'method':<40} SI-PSNR (dB), mean of {report['images']} {report['split']} images")
     for method, value in report["mean_si_psnr"].items():
         print(f"{method:<40} {value:8.3f}")
-    out = report_path(args.out, "combinations")
-    write_text(out, json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    save_report(report, report_path(args.out, "combinations"))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -18,6 +19,7 @@ from training.config import TrainConfig
 from training.data.layouts import ImagePair, PairSource
 from training.data.normalization import fit_normalization
 from training.data.sampler import PatchSampler
+from training.io import write_text
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -33,6 +35,12 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
 def report_path(out: str, name: str) -> Path:
     """Where a benchmark's JSON goes: `out` if given, else runs/bench/<name>-<time>.json."""
     return Path(out or Path("runs") / "bench" / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json")
+
+
+def save_report(report: dict[str, Any], path: Path) -> None:
+    """Write a benchmark's JSON report (atomically: never a half-written file) and say where."""
+    write_text(path, json.dumps(report, indent=2))
+    print(f"saved {path}")
 
 
 def machine() -> dict[str, Any]:

@@ -10,7 +10,6 @@ robin), so load from other processes falls on both; medians of the per-step time
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -20,10 +19,9 @@ from typing import Any, Callable
 
 import torch
 
-from benchmarks.common import machine, report_path, synthetic_sampler
+from benchmarks.common import machine, report_path, save_report, synthetic_sampler
 from benchmarks.inference import default_model, sample_image
 from training.config import TrainConfig
-from training.io import write_text
 from training.model import UNet
 from training.predict import predict_image
 
@@ -169,9 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             print(f"{name:<12} {row['variant']:<28} {row['mpx_per_s']:8.4f} Mpx/s  x{row['speedup_vs_baseline']:.2f}",
                   flush=True)
-    out = report_path(args.out, "optimizations")
-    write_text(out, json.dumps(report, indent=2))
-    print(f"saved {out}")
+    save_report(report, report_path(args.out, "optimizations"))
     return 0
 
 

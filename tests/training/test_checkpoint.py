@@ -40,8 +40,9 @@ def test_save_then_load_reproduces_weights_exactly_and_predictions_to_float_roun
     assert not loaded.model.training
     image = np.random.default_rng(0).uniform(100, 400, (37, 50)).astype(np.float32)
     expected = predict_image(model.eval(), norm, image)
+    loaded_state = loaded.model.state_dict()
     for name, tensor in model.state_dict().items():
-        assert torch.equal(loaded.model.state_dict()[name], tensor), name
+        assert torch.equal(loaded_state[name], tensor), name
     # On CPU the loaded model runs in channels_last (faster); only the order of float sums differs.
     np.testing.assert_allclose(predict_image(loaded.model, loaded.normalization, image), expected, rtol=1e-5)
     assert loaded.checkpoint["format"] == FORMAT
