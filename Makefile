@@ -22,6 +22,9 @@ TEST_ARGS ?=
 MLFLOW_PORT ?= 5000
 NPROC    ?=
 BENCH_ARGS ?=
+MINUTES  ?= 18
+CAREAMICS ?= careamics==0.3.5
+CAREAMICS_VENV ?= .venv-careamics
 
 TRAIN_FLAGS = $(if $(RESUME),,$(if $(CONFIG),--config $(CONFIG))) $(if $(TASK),--task $(TASK)) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
               $(if $(DEVICE),--device $(DEVICE)) $(if $(RESUME),--resume $(RESUME)) $(ARGS)
@@ -29,10 +32,10 @@ TRAIN_FLAGS = $(if $(RESUME),,$(if $(CONFIG),--config $(CONFIG))) $(if $(TASK),-
 EVAL_FLAGS = --model $(or $(MODEL),runs/latest) $(if $(DATA),--data $(DATA)) $(if $(SPLIT),--split $(SPLIT)) $(ARGS)
 COMPARE_FLAGS = $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(SORT),--sort $(SORT)) $(ARGS)
 
-.PHONY: help install train train-w2s evaluate compare bench test test-fast mlflow-ui clean export-bmz
+.PHONY: help install train train-w2s evaluate compare bench bench-careamics test test-fast mlflow-ui clean export-bmz
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
 	@echo "Variables: DATA=dir CONFIG=file TASK=denoise|n2v|jdsr EPOCHS=n DEVICE=auto|cpu|cuda RESUME=runs/latest NPROC=n"
 	@echo "           ARGS='--lr 1e-3 ...'"
 	@echo "           MODEL=checkpoint|run dir|runs:/ID/model|models:/w2s-unet@ALIAS SPLIT=test|val SORT=metric EXPERIMENT=name"
@@ -60,6 +63,15 @@ compare: install ## List the runs of the experiment, best test_psnr first (SORT=
 
 bench: install ## Benchmarks side by side: table + runs/bench/*.json (~15-20 min on 2 busy cores; BENCH_ARGS='--quick' | '--minutes 10' | '--only data')
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+bench-careamics: install ## CAREamics' default CARE vs the W2S recipe, MINUTES=18 of training each, scored side by side (own venv .venv-careamics, ~5 GB)
+	test -x $(CAREAMICS_VENV)/bin/python || $(PYTHON) -m venv $(CAREAMICS_VENV)
+	$(CAREAMICS_VENV)/bin/python -m pip install --quiet "$(CAREAMICS)"
+	PYTHONPATH=. $(CAREAMICS_VENV)/bin/python -m benchmarks.careamics_side_by_side --data $(or $(DATA),../shared/data/w2s-8bit) \
+	    --minutes $(MINUTES) --out runs/bench/careamics
+	$(BIN)/w2s train --config configs/w2s-8bit.yaml --data $(or $(DATA),../shared/data/w2s-8bit) --epochs 6 \
+	    --steps-per-epoch $$(( $(MINUTES) * 29 )) --set max_minutes=$(MINUTES) --set registered_model= --run-name vs-careamics-$(MINUTES)min
+	$(BIN)/w2s evaluate --model runs/latest --split val --baselines none -p careamics=runs/bench/careamics/predictions
 
 test: install ## Run every test, slow ones included (what CI runs)
 	$(BIN)/python -m pytest $(TEST_ARGS)
