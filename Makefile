@@ -23,6 +23,7 @@ MLFLOW_PORT ?= 5000
 NPROC    ?=
 BENCH_ARGS ?=
 MINUTES  ?= 18
+W2S_DATA  = $(or $(DATA),../shared/data/w2s-8bit)
 CAREAMICS ?= careamics==0.3.5
 CAREAMICS_VENV ?= .venv-careamics
 
@@ -53,7 +54,7 @@ train: install ## Train a U-Net (default: embedded synthetic demo data, ~2 min o
 	$(if $(NPROC),$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m w2s.cli,$(BIN)/w2s) train $(TRAIN_FLAGS)
 
 train-w2s: install ## The W2S recipe (configs/w2s-8bit.yaml: train FOVs 001-070, validate 071-080) on DATA (default ../shared/data/w2s-8bit)
-	$(BIN)/w2s train --config configs/w2s-8bit.yaml --data $(or $(DATA),../shared/data/w2s-8bit) $(if $(DEVICE),--device $(DEVICE)) $(if $(RESUME),--resume $(RESUME)) $(ARGS)
+	$(BIN)/w2s train --config configs/w2s-8bit.yaml --data $(W2S_DATA) $(if $(DEVICE),--device $(DEVICE)) $(if $(RESUME),--resume $(RESUME)) $(ARGS)
 
 evaluate: install ## Score the latest run's best model on its held-out split, with baselines (MODEL= DATA= SPLIT= ARGS=)
 	$(BIN)/w2s evaluate $(EVAL_FLAGS)
@@ -64,12 +65,13 @@ compare: install ## List the runs of the experiment, best test_psnr first (SORT=
 bench: install ## Benchmarks side by side: table + runs/bench/*.json (~15-20 min on 2 busy cores; BENCH_ARGS='--quick' | '--minutes 10' | '--only data')
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+# The recipe squeezed into MINUTES: 6 epochs of MINUTES x 29 steps (~23 patches/s of 8 x 128^2 here), capped by max_minutes
 bench-careamics: install ## CAREamics' default CARE vs the W2S recipe, MINUTES=18 of training each, scored side by side (own venv .venv-careamics, ~5 GB)
 	test -x $(CAREAMICS_VENV)/bin/python || $(PYTHON) -m venv $(CAREAMICS_VENV)
 	$(CAREAMICS_VENV)/bin/python -m pip install --quiet "$(CAREAMICS)"
-	PYTHONPATH=. $(CAREAMICS_VENV)/bin/python -m benchmarks.careamics_side_by_side --data $(or $(DATA),../shared/data/w2s-8bit) \
+	PYTHONPATH=. $(CAREAMICS_VENV)/bin/python -m benchmarks.careamics_side_by_side --data $(W2S_DATA) \
 	    --minutes $(MINUTES) --out runs/bench/careamics
-	$(BIN)/w2s train --config configs/w2s-8bit.yaml --data $(or $(DATA),../shared/data/w2s-8bit) --epochs 6 \
+	$(BIN)/w2s train --config configs/w2s-8bit.yaml --data $(W2S_DATA) --epochs 6 \
 	    --steps-per-epoch $$(( $(MINUTES) * 29 )) --set max_minutes=$(MINUTES) --set registered_model= --run-name vs-careamics-$(MINUTES)min
 	$(BIN)/w2s evaluate --model runs/latest --split val --baselines none -p careamics=runs/bench/careamics/predictions
 

@@ -1,4 +1,4 @@
-"""What a user would run instead: CAREamics' default CARE, trained for the same wall-clock minutes on the same split.
+"""What a user would run instead: CAREamics' default CARE, trained for the same minutes on the same split.
 
 Runs in a separate environment that has CAREamics (it pins its own torch, so it does not belong in the
 project's venv): `make bench-careamics MINUTES=18` creates `.venv-careamics` and runs
@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import save_report
 from training.config import TrainConfig
 from training.data.layouts import discover_pairs, load_pairs
 from training.data.split import split_by_fov
 from training.errors import UserError
-from training.io import atomic_path, write_tiff
+from training.io import write_tiff
 
 
 def split_arrays(data: Path, val_fovs: str) -> tuple[str, dict[str, tuple[np.ndarray, np.ndarray, list[str]]]]:
@@ -110,8 +111,7 @@ def run(data: Path, out: Path, minutes: float, val_fovs: str, patch_size: int, b
         "predict_seconds": predict_seconds, "torch": torch.__version__, "threads": torch.get_num_threads(),
         "finished": datetime.now().isoformat(timespec="seconds"),
     }
-    with atomic_path(out / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    save_report(report, out / "report.json")
     return report
 
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=str(Path("..") / "shared" / "data" / "w2s-8bit"))
     parser.add_argument("--out", default="runs/bench/careamics")
     parser.add_argument("--minutes", type=float, default=18.0, help="minutes of training steps (validation not counted), as the harness's max_minutes")
-    parser.add_argument("--val-fovs", default="071-080")
+    parser.add_argument("--val-fovs", default=TrainConfig.val_fovs)
     parser.add_argument("--patch-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps-per-epoch", type=int, default=250)
