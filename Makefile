@@ -26,6 +26,8 @@ MINUTES  ?= 18
 W2S_DATA  = $(or $(DATA),../shared/data/w2s-8bit)
 CAREAMICS ?= careamics==0.3.5
 CAREAMICS_VENV ?= .venv-careamics
+CARE_PATCH ?= 128
+CARE_BATCH ?= 8
 
 TRAIN_FLAGS = $(if $(RESUME),,$(if $(CONFIG),--config $(CONFIG))) $(if $(TASK),--task $(TASK)) $(if $(DATA),--data $(DATA)) $(if $(EPOCHS),--epochs $(EPOCHS)) \
               $(if $(DEVICE),--device $(DEVICE)) $(if $(RESUME),--resume $(RESUME)) $(ARGS)
@@ -65,14 +67,14 @@ compare: install ## List the runs of the experiment, best test_psnr first (SORT=
 bench: install ## Benchmarks side by side: table + runs/bench/*.json (~15-20 min on 2 busy cores; BENCH_ARGS='--quick' | '--minutes 10' | '--only data')
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
-# The recipe squeezed into MINUTES at CAREamics' patches and batch (8 x 128^2): 6 epochs of MINUTES x 29 steps (~23 patches/s here), capped by max_minutes
+# Both sides train on CARE_BATCH x CARE_PATCH^2; the recipe is squeezed into MINUTES: 6 epochs of MINUTES x 29 steps (~23 patches/s of 8 x 128^2 here), capped by max_minutes
 bench-careamics: install ## CAREamics' default CARE vs the W2S recipe, MINUTES=18 of training each, scored side by side (own venv .venv-careamics, ~5 GB)
 	test -x $(CAREAMICS_VENV)/bin/python || $(PYTHON) -m venv $(CAREAMICS_VENV)
 	$(CAREAMICS_VENV)/bin/python -m pip install --quiet "$(CAREAMICS)"
 	PYTHONPATH=. $(CAREAMICS_VENV)/bin/python -m benchmarks.careamics_side_by_side --data $(W2S_DATA) \
-	    --minutes $(MINUTES) --out runs/bench/careamics
+	    --minutes $(MINUTES) --patch-size $(CARE_PATCH) --batch-size $(CARE_BATCH) --out runs/bench/careamics
 	$(BIN)/w2s train --config configs/w2s-8bit.yaml --data $(W2S_DATA) --epochs 6 \
-	    --steps-per-epoch $$(( $(MINUTES) * 29 )) --set max_minutes=$(MINUTES) --set patch_size=128 --set batch_size=8 --set registered_model= --run-name vs-careamics-$(MINUTES)min
+	    --steps-per-epoch $$(( $(MINUTES) * 29 )) --set max_minutes=$(MINUTES) --set patch_size=$(CARE_PATCH) --set batch_size=$(CARE_BATCH) --set registered_model= --run-name vs-careamics-$(MINUTES)min
 	$(BIN)/w2s evaluate --model runs/latest --split val --baselines none -p careamics=runs/bench/careamics/predictions
 
 test: install ## Run every test, slow ones included (what CI runs)
