@@ -20,6 +20,7 @@ from training.data.layouts import ImagePair, PairSource
 from training.data.normalization import fit_normalization
 from training.data.sampler import PatchSampler
 from training.io import write_text
+from training.trainer import native_cpu_bf16
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -47,6 +48,7 @@ def machine() -> dict[str, Any]:
     """What the figures were measured on, with the load average as a sign of contention."""
     return {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "processor": platform.processor() or platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_cpu_bf16": native_cpu_bf16(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "load_average_1min": round(os.getloadavg()[0], 2)}
 

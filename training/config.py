@@ -84,6 +84,7 @@ class TrainConfig:
     warmup_steps: int = 50
     max_minutes: float = 0.0  # stop once training steps (not validation) have taken this long; 0 = no limit
     augment: bool = True
+    synthetic_noise: float = 0.0  # share of inputs drawn afresh from each pair's fitted noise model (denoise only)
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
     amp: bool = True  # mixed precision (float16); only ever used on CUDA
@@ -125,6 +126,8 @@ class TrainConfig:
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "non-negative")
         _check(self.schedule in ("cosine", "constant"), "schedule", self.schedule, "'cosine' or 'constant'")
         _check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "non-negative")
+        _check(0 <= self.synthetic_noise <= 1 and (self.synthetic_noise == 0 or self.task == "denoise"),
+               "synthetic_noise", self.synthetic_noise, "a fraction in [0, 1], and 0 unless task is denoise")
         _check(self.max_minutes >= 0, "max_minutes", self.max_minutes, "non-negative (0 = no time limit)")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
                self.device, "auto | cpu | cuda | cuda:N")

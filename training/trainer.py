@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -128,12 +129,20 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
         _init_weights(model, config)
     model = to_device(model, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+    schedule = LRSchedule(config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     use_amp = config.amp and device.type == "cuda"
+    if config.cpu_bf16 and device.type == "cpu" and not native_cpu_bf16() and context.is_main:
+        tqdm.write("cpu_bf16: this CPU has no bfloat16 instructions (AVX512-BF16 or AMX), where bf16 autocast "
+                   "ran 13x slower than float32 (docs/performance.md); training in float32")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_fn = torch.nn.L1Loss() if config.loss == "l1" else torch.nn.MSELoss()
     sampler = PatchSampler(data.train, normalization, config.patch_size, config.batch_size, config.augment, rng,
-                           config.model.scale)
+                           config.model.scale, config.synthetic_noise)
+    if config.synthetic_noise and context.is_main:
+        fitted = sum(model is not None for model in sampler.noise_models)
+        tqdm.write(f"synthetic_noise: noise models fitted to {fitted}/{len(data.train)} training images "
+                   f"(the others keep their real noisy frame)")
     train_loss_fn = loss_fn
     if config.task == "n2v":  # noisy patches, blind-spot masked; the loss sees the masked pixels only
         sampler, train_loss_fn = BlindSpotSampler(data.train, normalization, config, rng), MaskedLoss(config.loss)
@@ -144,6 +153,7 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
         model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        schedule.replan(config)
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
         rank_states = state["rng"].get("numpy_ranks") or [state["rng"]["numpy"]]
@@ -186,7 +196,8 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
             tqdm.write(f"logged {missing} epoch(s) missing from MLflow run {run_id} (from {run_dir / 'last.pt'})")
         tracker.call("setting tags", mlflow.set_tags, {
             "git_commit": code_version(), "data_layout": data.layout, "noise_level": config.noise_level,
-            "data_fingerprint": data.fingerprint, "device": str(device), "run_dir": str(run_dir)})
+            "data_fingerprint": data.fingerprint, "device": str(device), "run_dir": str(run_dir),
+            "precision": _precision(config, device, use_amp)})
         write_text(run_dir / "mlflow_run_id", run_id)
         write_text(run_dir.parent / "latest", str(run_dir))
 
@@ -219,13 +230,16 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
                 raise stop_here(f"in epoch {epoch} after step {len(losses)}/{config.steps_per_epoch}", done)
             train_seconds += seconds
             train_loss = distributed.mean(float(np.mean(losses)), context, device)
+            if budget is not None and not out_of_time and (moved := _fit_schedule(
+                    schedule, scheduler.last_epoch, train_seconds, budget, context, device)):
+                tqdm.write(moved)
             patches_per_s = len(losses) * config.batch_size * context.world_size / seconds
             val = (validate_n2v(model, normalization, data.val, device, config) if config.task == "n2v"
                    else validate(model, normalization, data.val, device, loss_fn, should_stop=lambda: stop.requested))
             if val is None:
                 raise stop_here(f"during validation of epoch {epoch}", done)
             record = {"epoch": epoch, "train_loss": train_loss, **val, "lr": scheduler.get_last_lr()[0],
-                      "patches_per_s": patches_per_s, "train_minutes": train_seconds / 60,
+                      "patches_per_s": patches_per_s, "train_minutes": train_seconds / 60, "schedule_end": schedule.end,
                       **{f"noisy_{k}": v for k, v in noisy_metrics.items()}}
             history.append(record)
             if improved(select, val, best):
@@ -260,6 +274,25 @@ def train(config: TrainConfig, resume: str | Path | None = None, progress: bool 
 def _epoch_metrics(record: dict[str, float]) -> dict[str, float]:
     """What one epoch logs to MLflow (the noisy scores are logged once, at the start)."""
     return {k: v for k, v in record.items() if k != "epoch" and not k.startswith("noisy_")}
+
+
+@functools.cache
+def native_cpu_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions. Without them bf16 autocast is emulated: 13x slower than
+    float32 for the recipe's step on an AVX2-only EPYC, where an AVX512-BF16 EPYC ran it 2.25x faster."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own dispatch checks
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def cpu_bf16_active(config: TrainConfig, device: torch.device) -> bool:
+    """config.cpu_bf16 asks for bf16 where it pays: on a CPU device whose CPU computes in bf16 natively."""
+    return config.cpu_bf16 and device.type == "cpu" and native_cpu_bf16()
+
+
+def _precision(config: TrainConfig, device: torch.device, use_amp: bool) -> str:
+    if device.type == "cuda":
+        return "float16 autocast" if use_amp else "float32"
+    return "bfloat16 autocast" if cpu_bf16_active(config, device) else "float32"
 
 
 def train_step(net, x, y, optimizer, scaler, loss_fn, use_amp, cpu_bf16: bool = False) -> float | None:
@@ -301,7 +334,7 @@ def _train_epoch(net, sampler, optimizer, scheduler, scaler, loss_fn, device, us
                 break
         x, y = sampler.sample()
         x, y = torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(y).to(device, non_blocking=True)
-        loss = train_step(net, x, y, optimizer, scaler, loss_fn, use_amp, config.cpu_bf16 and device.type == "cpu")
+        loss = train_step(net, x, y, optimizer, scaler, loss_fn, use_amp, cpu_bf16_active(config, device))
         if loss is None:
             raise UserError(f"training diverged at epoch {epoch} step {step}; lower lr={config.lr}")
         scheduler.step()
@@ -326,6 +359,8 @@ def _follow(net, sampler, optimizer, scheduler, scaler, loss_fn, device, use_amp
         partial = None
         train_seconds += seconds
         distributed.mean(float(np.mean(losses)), context, device)
+        if budget is not None and not out_of_time:
+            _fit_schedule(scheduler.lr_lambdas[0], scheduler.last_epoch, train_seconds, budget, context, device)
         distributed.gather(rng.bit_generator.state, context)  # rank 0 saves every rank's sampler state
         if out_of_time:
             break
@@ -380,18 +415,55 @@ def _is_tty() -> bool:
     return sys.stderr.isatty()
 
 
-def _lr_lambda(config: TrainConfig):
-    total = config.epochs * config.steps_per_epoch
+def _fit_schedule(schedule: "LRSchedule", steps_done: int, train_seconds: float, budget_s: float,
+                  context: distributed.Context, device: torch.device) -> str | None:
+    """Move the cosine's end to fit the time budget; every rank takes the same end (their mean), as DDP
+    needs the same lr everywhere. Returns what changed, to print, or None."""
+    if not schedule.cosine:
+        return None
+    end = round(distributed.mean(float(schedule.fit_to_budget(steps_done, train_seconds, budget_s)), context, device))
+    if end == schedule.end:
+        return None
+    before, schedule.end = schedule.end, end
+    return (f"time budget: at {steps_done / train_seconds:.2f} steps/s the cosine schedule now ends at step {end} "
+            f"(was {before}; {schedule.planned} planned), when the {budget_s / 60:g} min run out")
 
-    def factor(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        if config.schedule == "constant":
+
+class LRSchedule:
+    """Linear warm-up, then a cosine from lr to lr/100 ending at step `end` (or a constant lr).
+
+    A callable object rather than a closure, so LambdaLR's state_dict saves `end` and a resumed run keeps
+    an end that `fit_to_budget` moved.
+    """
+
+    def __init__(self, config: TrainConfig):
+        self.warmup, self.cosine = config.warmup_steps, config.schedule == "cosine"
+        self.planned = self.end = config.epochs * config.steps_per_epoch
+
+    def replan(self, config: TrainConfig) -> None:
+        """After loading a saved state: keep an end fitted to the budget, else follow the config's plan (a
+        resume with more epochs stretches the cosine over them)."""
+        fitted = self.end < self.planned
+        self.warmup, self.cosine = config.warmup_steps, config.schedule == "cosine"
+        self.planned = config.epochs * config.steps_per_epoch
+        self.end = min(self.end, self.planned) if fitted else self.planned
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        if not self.cosine:
             return 1.0
-        progress = min(1.0, (step - config.warmup_steps) / max(1, total - config.warmup_steps))
+        progress = min(1.0, (step - self.warmup) / max(1, self.end - self.warmup))
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
 
-    return factor
+    def fit_to_budget(self, steps_done: int, seconds: float, budget_s: float) -> int:
+        """Where the cosine should end for it to end with the time budget, at the speed so far: the planned
+        step when the plan fits (the run is then the same on any machine fast enough), else the last step
+        that fits. Without this a slower machine stops mid-schedule, at a high lr, on an unannealed model."""
+        if steps_done <= 0 or seconds <= 0:
+            return self.end
+        fits = steps_done + int(max(budget_s - seconds, 0.0) * steps_done / seconds)
+        return max(min(self.planned, fits), steps_done, self.warmup + 1)
 
 
 def _init_weights(model: UNet, config: TrainConfig) -> None:

@@ -80,6 +80,8 @@ def test_from_dict_coerces_ints_to_floats_and_lists_to_tuples():
     ({"val_max_images": -1}, "val_max_images=-1"),
     ({"panel_every": 0}, "panel_every=0"),
     ({"threads": -2}, "threads=-2"),
+    ({"synthetic_noise": 1.5}, "synthetic_noise=1.5"),
+    ({"synthetic_noise": 0.5, "task": "n2v"}, "synthetic_noise=0.5"),
     ({"val_fovs": "71-abc"}, "invalid val_fovs '71-abc'"),
     ({"test_fovs": "90-80"}, "invalid test_fovs '90-80'"),
     ({"model": {"depth": 0}}, "model.depth=0"),

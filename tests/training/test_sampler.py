@@ -102,3 +102,37 @@ def test_images_are_drawn_in_proportion_to_their_area():
 def test_no_pairs_is_an_error():
     with pytest.raises(ValueError, match="at least one image pair"):
         sampler([])
+
+
+def emccd_pairs():
+    from training.data.noise_model import NoiseModel
+    model = NoiseModel(slope=0.6, intercept=12.0, gain=20.0, zero=8.0, low=0.0, high=255.0, integer=True)
+    rng = np.random.default_rng(5)
+    clean = np.round(np.tile(np.linspace(0, 200, 128), (128, 1))).astype(np.float32)
+    return [pair(model.sample(clean, rng), clean, "emccd")]
+
+
+def test_synthetic_noise_redraws_inputs_and_keeps_targets():
+    pairs = emccd_pairs()
+    real = PatchSampler(pairs, Normalization("percentile"), 32, 64, False, np.random.default_rng(0))
+    drawn = PatchSampler(pairs, Normalization("percentile"), 32, 64, False, np.random.default_rng(0),
+                         synthetic_noise=1.0)
+    assert drawn.noise_models[0] is not None
+    (x_real, y_real), (x_drawn, y_drawn) = real.sample(), drawn.sample()
+    assert not np.array_equal(x_real, x_drawn)
+    assert abs(x_real.mean() - x_drawn.mean()) < 0.05 and abs(x_real.std() / x_drawn.std() - 1) < 0.1
+    assert abs(y_real.mean() - y_drawn.mean()) < 0.1  # targets are crops of the same image, normalized alike
+
+
+def test_synthetic_noise_off_leaves_the_random_stream_alone():
+    pairs = emccd_pairs()
+    a = PatchSampler(pairs, Normalization("percentile"), 16, 4, True, np.random.default_rng(3))
+    b = PatchSampler(pairs, Normalization("percentile"), 16, 4, True, np.random.default_rng(3), synthetic_noise=0.0)
+    for _ in range(3):
+        assert all(np.array_equal(u, v) for u, v in zip(a.sample(), b.sample()))
+
+
+def test_synthetic_noise_needs_same_size_targets():
+    with pytest.raises(ValueError, match="scale 1"):
+        PatchSampler(emccd_pairs(), Normalization("percentile"), 16, 4, True, np.random.default_rng(0), scale=2,
+                     synthetic_noise=0.5)

@@ -409,3 +409,124 @@ def test_train_step_with_cpu_bf16_autocast():
     assert results[True][0] == pytest.approx(results[False][0], rel=2e-2)
     assert results[True][0] != results[False][0]
     assert any(not torch.equal(results[True][1][k], results[False][1][k]) for k in results[False][1])
+
+
+@pytest.mark.parametrize("native, precision", [(True, "bfloat16 autocast"), (False, "float32")])
+def test_cpu_bf16_only_where_the_cpu_computes_in_bf16(native, precision, workdir, make_8bit, monkeypatch):
+    """Emulated bf16 (a CPU without AVX512-BF16 or AMX) ran the recipe's step 13x slower than float32:
+    there cpu_bf16 trains in float32 and says so; the run's `precision` tag records what was used."""
+    from mlflow.tracking import MlflowClient
+
+    import training.trainer as trainer
+
+    steps = []
+    real_step = trainer.train_step
+    monkeypatch.setattr(trainer, "native_cpu_bf16", lambda: native)
+    monkeypatch.setattr(trainer, "train_step", lambda *a, **k: steps.append(a[-1]) or real_step(*a, **k))
+    data = make_8bit(workdir / "data", fovs={"train": (1, 2, 71)}, channels=1)
+    result = invoke(tiny_train_args(workdir, data, "--val-fovs", "071", "--set", "cpu_bf16=true"))
+    assert result.exit_code == 0, result.output
+    assert ("training in float32" in result.output) is not native
+    assert steps == [native] * 2
+    run_id = (Path((workdir / "runs" / "latest").read_text()) / "mlflow_run_id").read_text()
+    tags = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow.db").get_run(run_id).data.tags
+    assert tags["precision"] == precision
+
+
+def test_synthetic_noise_trains_end_to_end(workdir, make_8bit):
+    """On pairs with EMCCD shot noise (redrawn here from each target) every training image gets a model."""
+    from skimage import io
+
+    from training.data.noise_model import NoiseModel
+
+    data = make_8bit(workdir / "data", fovs={"train": (1, 2, 71)}, channels=1, shape=(128, 128))
+    emccd = NoiseModel(slope=0.6, intercept=12.0, gain=20.0, zero=8.0, low=0.0, high=255.0, integer=True)
+    for clean_png in (data / "train" / "avg400").glob("*.png"):
+        noisy = emccd.sample(io.imread(clean_png), np.random.default_rng(0)).astype(np.uint8)
+        io.imsave(data / "train" / "avg1" / clean_png.name, noisy, check_contrast=False)
+    result = invoke(tiny_train_args(workdir, data, "--val-fovs", "071", "--set", "synthetic_noise=0.5"))
+    assert result.exit_code == 0, result.output
+    assert "noise models fitted to 2/2 training images" in result.output
+    config = json.loads((Path((workdir / "runs" / "latest").read_text()) / "config.json").read_text())
+    assert config["synthetic_noise"] == 0.5
+
+
+# ------------------------------------------------------------------------------------- lr schedule, budget
+
+
+def schedule_config(**changes) -> TrainConfig:
+    return TrainConfig.from_dict({"epochs": 4, "steps_per_epoch": 25, "warmup_steps": 10, **changes})
+
+
+def test_lr_schedule_warms_up_then_follows_a_cosine_to_a_hundredth():
+    from training.trainer import LRSchedule
+
+    schedule = LRSchedule(schedule_config())
+    assert [schedule(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert schedule(55) == pytest.approx(0.01 + 0.99 * 0.5)  # half way through the cosine (10..100)
+    assert schedule(100) == pytest.approx(0.01) and schedule(500) == pytest.approx(0.01)
+    assert LRSchedule(schedule_config(schedule="constant"))(70) == 1.0
+
+
+def test_fit_to_budget_keeps_a_plan_that_fits_and_shortens_one_that_does_not():
+    from training.trainer import LRSchedule
+
+    schedule = LRSchedule(schedule_config())  # 100 steps planned
+    assert schedule.fit_to_budget(25, 10.0, 60.0) == 100  # 100 steps take 40 s of the 60
+    assert schedule.fit_to_budget(25, 30.0, 60.0) == 50  # 25 more steps fit in the 30 s left
+    assert schedule.fit_to_budget(25, 70.0, 60.0) == 25  # over budget already: never before the steps done
+    assert schedule.fit_to_budget(0, 0.0, 60.0) == 100  # nothing measured yet
+
+
+def test_a_fitted_end_survives_the_checkpoint_and_a_plain_one_follows_more_epochs():
+    from training.trainer import LRSchedule
+
+    def restored(end: int, epochs: int) -> LRSchedule:
+        model = torch.nn.Linear(1, 1)
+        first = LRSchedule(schedule_config())
+        first.end = end
+        state = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(model.parameters(), lr=1.0), first).state_dict()
+        state = torch.load(_round_trip(state), weights_only=True)  # as last.pt holds it
+        second = LRSchedule(schedule_config(epochs=epochs))
+        torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(model.parameters(), lr=1.0), second).load_state_dict(state)
+        second.replan(schedule_config(epochs=epochs))
+        return second
+
+    assert restored(60, 4).end == 60  # fitted to the budget: kept
+    assert restored(60, 8).end == 60
+    assert restored(100, 8).end == 200  # as planned: --resume --epochs 8 stretches the cosine over 200 steps
+
+
+def _round_trip(obj) -> "io.BytesIO":
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def test_a_run_slower_than_its_budget_ends_its_cosine_with_the_budget(workdir, make_8bit, monkeypatch):
+    """A clock that advances 1 s per reading makes every step take 2 s: 3 epochs x 6 steps (36 s) do not fit
+    in 0.4 min (24 s), so after epoch 1 (12 s) the cosine ends at step 6 + 12 s of 2-s steps = 12, the lr
+    reaches its floor there, and training stops with the budget."""
+    import training.trainer as trainer
+
+    class Clock:
+        now = 0.0
+
+        @classmethod
+        def perf_counter(cls):
+            cls.now += 1.0
+            return cls.now
+
+    monkeypatch.setattr(trainer, "time", Clock)
+    data = make_8bit(workdir / "data", fovs={"train": (1, 2, 71)}, channels=1)
+    args = tiny_train_args(workdir, data, "--val-fovs", "071", "--set", "max_minutes=0.4", "--set", "warmup_steps=1",
+                           epochs=3, steps=6)
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    assert "cosine schedule now ends at step 12 (was 18; 18 planned)" in result.output
+    history = torch.load(Path((workdir / "runs" / "latest").read_text()) / "last.pt", weights_only=True)["history"]
+    assert [h["schedule_end"] for h in history] == [12, 12]
+    assert history[-1]["lr"] == pytest.approx(1e-3 * 0.01)  # annealed when the budget ran out

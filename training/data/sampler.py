@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from training.data.layouts import ImagePair
+from training.data.noise_model import fit_noise_model
 from training.data.normalization import Normalization
 
 
@@ -15,11 +16,13 @@ class PatchSampler:
     Targets are scaled as `Normalization.target_stats` says (with the input's statistics unless the data
     were contrast-stretched image by image). With `scale` 2 (--task jdsr) targets are twice the input's size:
     the input patch at (y, x) of side p pairs with the target patch at (2y, 2x) of side 2p, and both get the
-    same flip and turn.
+    same flip and turn. With `synthetic_noise` f > 0, that share of the inputs is a fresh noise realization
+    drawn from the clean patch by the pair's fitted noise model (training.data.noise_model), normalized with
+    the real frame's statistics.
     """
 
     def __init__(self, pairs: list[ImagePair], normalization: Normalization, patch_size: int, batch_size: int,
-                 augment: bool, rng: np.random.Generator, scale: int = 1):
+                 augment: bool, rng: np.random.Generator, scale: int = 1, synthetic_noise: float = 0.0):
         if not pairs:
             raise ValueError("PatchSampler needs at least one image pair")
         self.pairs = pairs
@@ -31,6 +34,10 @@ class PatchSampler:
         self.stats = [(normalization.stats(p.noisy), normalization.target_stats(p.noisy, p.clean)) for p in pairs]
         areas = np.array([p.noisy.shape[0] * p.noisy.shape[1] for p in pairs], dtype=np.float64)
         self.weights = areas / areas.sum()
+        if synthetic_noise and scale != 1:
+            raise ValueError("synthetic noise needs same-size targets (scale 1)")
+        self.synthetic_noise = synthetic_noise
+        self.noise_models = [fit_noise_model(p.noisy, p.clean) for p in pairs] if synthetic_noise else []
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         size = self.patch_size
@@ -39,6 +46,9 @@ class PatchSampler:
         for b, index in enumerate(self.rng.choice(len(self.pairs), size=self.batch_size, p=self.weights)):
             pair = self.pairs[index]
             noisy, clean = _crop_pair(pair.noisy, pair.clean, size, self.rng, self.scale)
+            model = self.noise_models[index] if self.synthetic_noise else None
+            if model is not None and self.rng.random() < self.synthetic_noise:
+                noisy = model.sample(clean, self.rng)
             (in_off, in_scale), (out_off, out_scale) = self.stats[index]
             noisy = (noisy - np.float32(in_off)) / np.float32(in_scale)
             clean = (clean - np.float32(out_off)) / np.float32(out_scale)
