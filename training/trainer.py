@@ -443,10 +443,10 @@ class LRSchedule:
     def replan(self, config: TrainConfig) -> None:
         """After loading a saved state: keep an end fitted to the budget, else follow the config's plan (a
         resume with more epochs stretches the cosine over them)."""
-        fitted = self.end < self.planned
-        self.warmup, self.cosine = config.warmup_steps, config.schedule == "cosine"
-        self.planned = config.epochs * config.steps_per_epoch
-        self.end = min(self.end, self.planned) if fitted else self.planned
+        fitted_end = self.end if self.end < self.planned else None
+        self.__init__(config)
+        if fitted_end is not None:
+            self.end = min(fitted_end, self.planned)
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.data.normalization import input_frame_fit
+
 MIN_PIXELS_PER_BIN = 200
 EXCESS_NOISE = 2.0  # variance / (gain * mean) of EMCCD gain: the exponential multiplication doubles it
 
@@ -58,7 +60,7 @@ def fit_noise_model(noisy: np.ndarray, clean: np.ndarray) -> NoiseModel | None:
         x, y = x[:: x.size // (1 << 22) + 1], y[:: y.size // (1 << 22) + 1]
     if x.size < 4 * MIN_PIXELS_PER_BIN or np.ptp(x) <= 0 or np.ptp(y) <= 0:
         return None
-    slope, intercept = np.polyfit(x, y, 1)
+    slope, intercept = input_frame_fit(y, x)
     if slope <= 0:
         return None
     mean = slope * x + intercept
