@@ -39,6 +39,23 @@ WORKER = textwrap.dedent("""
     distributed.shutdown(context)
 """)
 
+# The time budget's schedule fit on each rank with the rank's own timing: all must take the same end (their mean).
+FIT_WORKER = textwrap.dedent("""
+    import json, sys, torch
+    from training import distributed
+    from training.config import TrainConfig
+    from training.trainer import LRSchedule, _fit_schedule
+
+    context, device = distributed.setup(torch.device("cpu"))
+    schedule = LRSchedule(TrainConfig(epochs=3, steps_per_epoch=20, warmup_steps=1))
+    seconds = [40.0, 30.0][context.rank]  # 20 steps took 40 s: 10 more fit in 60 s (end 30); took 30 s: 20 more (40)
+    moved = _fit_schedule(schedule, 20, seconds, 60.0, context, device)
+    ends = distributed.gather(schedule.end, context)
+    if context.is_main:
+        json.dump({"ends": ends, "moved": moved}, open(sys.argv[1], "w"))
+    distributed.shutdown(context)
+""")
+
 
 def torchrun(*args: str, cwd=None, timeout: int = 240) -> subprocess.CompletedProcess:
     return subprocess.run([str(TORCHRUN), "--standalone", "--nproc_per_node", "2", *args], cwd=cwd or REPO_ROOT,
@@ -120,3 +137,14 @@ def test_two_process_cli_run_makes_one_run_and_one_checkpoint_and_resumes(tmp_pa
     assert [h["epoch"] for h in history] == [1, 2]
     run_id = (run_dirs[0] / "mlflow_run_id").read_text()
     assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [1, 2]
+
+
+def test_the_time_budget_gives_every_rank_the_same_cosine_end(tmp_path):
+    import json
+
+    (tmp_path / "fit_worker.py").write_text(FIT_WORKER)
+    done = torchrun(str(tmp_path / "fit_worker.py"), str(tmp_path / "ends.json"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "ends.json").read_text())
+    assert result["ends"] == [35, 35]  # rank 0 alone would end at 30, rank 1 at 40: DDP needs one lr
+    assert "ends at step 35 (was 60; 60 planned)" in result["moved"]
